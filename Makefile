@@ -1,0 +1,31 @@
+# Every target sets up .venv itself (scripts/bootstrap.sh), so each works on a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: venv test test-fast lint format demo bench clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+## The whole test suite (what CI runs).
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Everything but the tests marked slow.
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## ruff (lint + format check) and mypy on the library.
+lint: venv
+	$(PY) -m ruff check metarl envs agents experiments benchmarks tests
+	$(PY) -m ruff format --check metarl envs agents experiments benchmarks tests
+	$(PY) -m mypy
+
+format: venv
+	$(PY) -m ruff format metarl envs agents experiments benchmarks tests
+	$(PY) -m ruff check --fix metarl envs agents experiments benchmarks tests
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

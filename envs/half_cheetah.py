@@ -1,0 +1,146 @@
+"""HalfCheetah task families: a goal velocity (HalfCheetahVel) or a direction (HalfCheetahDir)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from metarl.envs.base import Array, ParamSpec, Variant
+from metarl.envs.robots import HalfCheetahRobot
+from metarl.tasks import Task, TaskSplit
+
+__all__ = ["HalfCheetahDir", "HalfCheetahVel"]
+
+CTRL_COST_WEIGHT = 0.05  # 0.5 * 1e-1 in the MAML reference code
+
+
+class HalfCheetahVel(HalfCheetahRobot):
+    """Run at a goal forward velocity ``v*``.
+
+    Reward: ``-|v_x - v*| - 0.05 ||a||^2`` (terms ``reward_forward``, ``reward_ctrl``); never
+    terminates. Task: ``{"velocity": v*}`` in m/s. Default task: the middle of the range.
+
+    Variants:
+        ``maml``: ``v* ~ U[0, 2]``, H = 200 (Finn et al. 2017; pytorch-maml-rl and garage use
+        the same range with H = 100).
+        ``pearl``: ``v* ~ U[0, 3]``, H = 200 (PEARL, ProMP, VariBAD); adds the task split
+        ``"pearl"``: PEARL's 130 velocities from ``np.random.seed(1337)``, first 100 train,
+        last 30 test.
+    """
+
+    name: ClassVar[str] = "HalfCheetahVel"
+    default_variant: ClassVar[str] = "maml"
+    variants: ClassVar[dict[str, Variant]] = {
+        "maml": Variant(
+            horizon=200,
+            source="Finn et al. 2017 (MAML) Sec. 5.3 and cbfinn/maml_rl half_cheetah_env_rand.py",
+            options={"max_velocity": 2.0},
+        ),
+        "pearl": Variant(
+            horizon=200,
+            source="Rakelly et al. 2019 (PEARL) rlkit/envs/half_cheetah_vel.py; ProMP; VariBAD",
+            options={"max_velocity": 3.0},
+        ),
+    }
+
+    @property
+    def max_velocity(self) -> float:
+        return float(self.variants[self.variant].options["max_velocity"])
+
+    def param_specs(self) -> dict[str, ParamSpec]:
+        return {
+            "velocity": ParamSpec(low=0.0, high=self.max_velocity, doc="goal forward velocity (m/s)")
+        }
+
+    def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        return [{"velocity": v} for v in rng.uniform(0.0, self.max_velocity, size=n)]
+
+    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
+        return {"velocity": np.array([t["velocity"] for t in tasks], dtype=np.float64)}
+
+    def reward_terms(
+        self,
+        before: dict[str, Array],
+        state: dict[str, Array],
+        action: Array,
+        params: dict[str, Array],
+    ) -> tuple[dict[str, Array], dict[str, Array]]:
+        v_x = self.x_velocity(before, state)
+        terms = {
+            "reward_forward": -np.abs(v_x - params["velocity"]),
+            "reward_ctrl": -CTRL_COST_WEIGHT * np.sum(np.square(action), axis=1),
+        }
+        return terms, {"x_velocity": v_x, "x_position": state["qpos"][:, 0].copy()}
+
+    def task_splits(self) -> dict[str, Callable[[], TaskSplit]]:
+        splits = super().task_splits()
+        if self.variant == "pearl":
+            splits["pearl"] = self._pearl_split
+        return splits
+
+    def _pearl_split(self) -> TaskSplit:
+        # PEARL draws from the legacy global stream after np.random.seed(1337); a private
+        # RandomState(1337) gives the same numbers without touching global state.
+        velocities = np.random.RandomState(1337).uniform(0.0, 3.0, size=130)
+        tasks = [self.validate_task({"velocity": float(v)}) for v in velocities]
+        return TaskSplit(
+            name="pearl",
+            train=tuple(tasks[:100]),
+            test=tuple(tasks[100:]),
+            source="PEARL cheetah-vel: np.random.seed(1337); uniform(0, 3, 130); "
+            "first 100 train, last 30 test",
+        )
+
+
+class HalfCheetahDir(HalfCheetahRobot):
+    """Run forward (``d = +1``) or backward (``d = -1``), each with probability 0.5.
+
+    Reward: ``d * v_x - 0.05 ||a||^2`` (terms ``reward_forward``, ``reward_ctrl``); never
+    terminates. Task: ``{"direction": d}``. Default task: ``d = +1``.
+
+    Variants:
+        ``maml``: H = 200 (Finn et al. 2017; PEARL's cheetah-dir has the same reward).
+    """
+
+    name: ClassVar[str] = "HalfCheetahDir"
+    default_variant: ClassVar[str] = "maml"
+    variants: ClassVar[dict[str, Variant]] = {
+        "maml": Variant(
+            horizon=200,
+            source="Finn et al. 2017 (MAML) Sec. 5.3 and cbfinn/maml_rl half_cheetah_env_rand_direc.py",
+        ),
+    }
+
+    def param_specs(self) -> dict[str, ParamSpec]:
+        return {"direction": ParamSpec(choices=(-1.0, 1.0), doc="+1 forward, -1 backward")}
+
+    def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        return [{"direction": d} for d in 2.0 * rng.binomial(1, 0.5, size=n) - 1.0]
+
+    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
+        return {"direction": np.array([t["direction"] for t in tasks], dtype=np.float64)}
+
+    def reward_terms(
+        self,
+        before: dict[str, Array],
+        state: dict[str, Array],
+        action: Array,
+        params: dict[str, Array],
+    ) -> tuple[dict[str, Array], dict[str, Array]]:
+        v_x = self.x_velocity(before, state)
+        terms = {
+            "reward_forward": params["direction"] * v_x,
+            "reward_ctrl": -CTRL_COST_WEIGHT * np.sum(np.square(action), axis=1),
+        }
+        return terms, {"x_velocity": v_x, "x_position": state["qpos"][:, 0].copy()}
+
+    def task_splits(self) -> dict[str, Callable[[], TaskSplit]]:
+        # Only two tasks exist: train and test on both (as MAML and PEARL do).
+        both = (self.validate_task({"direction": 1.0}), self.validate_task({"direction": -1.0}))
+        return {
+            "default": lambda: TaskSplit(
+                "default", train=both, test=both, source="both directions", disjoint=False
+            )
+        }
