@@ -108,7 +108,7 @@ class Task(Mapping[str, TaskValue]):
                 )
             merged.update(params)
         overlap = set(merged) & set(kwargs)
-        if overlap and self.disjoint:
+        if overlap:
             raise TypeError(f"Task() got parameter(s) {sorted(overlap)} twice")
         merged.update(kwargs)
         normalized: dict[str, TaskValue] = {}
