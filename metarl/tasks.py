@@ -153,6 +153,9 @@ class Task(Mapping[str, TaskValue]):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Task is immutable; build a new one with Task({**task, key: value})")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Task is immutable; build a new one without the parameter")
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (Task, (dict(self._params),))
 
@@ -161,7 +164,8 @@ class Task(Mapping[str, TaskValue]):
         for key, value in self._params.items():
             if isinstance(value, np.ndarray):
                 if value.size <= 6:
-                    shown = np.array2string(value, separator=", ", precision=4)
+                    # One line even for 2-d arrays (array2string breaks rows onto new lines).
+                    shown = np.array2string(value, separator=", ", precision=4).replace("\n", "")
                 else:
                     shown = f"array(shape={value.shape}, mean={value.mean():.4g})"
             else:

@@ -1,0 +1,29 @@
+"""Suite-wide test settings: headless MuJoCo rendering and the ``gpu`` marker.
+
+``MUJOCO_GL`` must be set before anything imports ``mujoco``; conftest files are imported
+before any test module, so the default is set here (an explicit value in the environment wins).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import pytest
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` where no CUDA device exists (torch is imported only then)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items or _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in gpu_items:
+        item.add_marker(skip)
