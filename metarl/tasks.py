@@ -97,6 +97,9 @@ class Task(Mapping[str, TaskValue]):
     """
 
     __slots__ = ("_canonical", "_id", "_params")
+    _canonical: str
+    _id: str
+    _params: dict[str, TaskValue]
 
     def __init__(self, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         merged: dict[str, Any] = {}
