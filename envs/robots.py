@@ -14,7 +14,7 @@ import numpy as np
 
 from metarl.envs.base import Array, MujocoTaskFamily
 
-__all__ = ["HalfCheetahRobot"]
+__all__ = ["HalfCheetahRobot", "HopperRobot", "Walker2dRobot"]
 
 
 class HalfCheetahRobot(MujocoTaskFamily):
@@ -37,3 +37,73 @@ class HalfCheetahRobot(MujocoTaskFamily):
     def x_velocity(self, before: dict[str, Array], state: dict[str, Array]) -> Array:
         """Forward velocity of the root over the env step, ``[n]`` (m/s)."""
         return (state["qpos"][:, 0] - before["qpos"][:, 0]) / self.dt
+
+
+class _PlanarLeggedRobot(MujocoTaskFamily):
+    """Shared parts of Gymnasium's v5 ``Hopper`` and ``Walker2d``: reset noise and observation.
+
+    Root joints are ``(x, z, pitch)`` = ``qpos[0:3]``; the observation drops ``x`` and clips the
+    velocities to [-10, 10], as v5 does.
+    """
+
+    frame_skip: ClassVar[int] = 4
+    camera_distance: ClassVar[float] = 4.0
+    reset_noise_scale: ClassVar[float] = 5e-3
+    healthy_z_range: ClassVar[tuple[float, float]]
+    healthy_angle_range: ClassVar[tuple[float, float]]
+
+    def reset_state(self, rng: np.random.Generator) -> tuple[Array, Array]:
+        # v5 order: uniform qpos noise, then uniform qvel noise, from the same generator.
+        scale = self.reset_noise_scale
+        qpos = self.init_qpos + rng.uniform(low=-scale, high=scale, size=self.model.nq)
+        qvel = self.init_qvel + rng.uniform(low=-scale, high=scale, size=self.model.nv)
+        return qpos, qvel
+
+    def observe(self, state: dict[str, Array]) -> Array:
+        return np.concatenate([state["qpos"][:, 1:], np.clip(state["qvel"], -10.0, 10.0)], axis=1)
+
+    def x_velocity(self, before: dict[str, Array], state: dict[str, Array]) -> Array:
+        """Forward velocity of the root over the env step, ``[n]`` (m/s)."""
+        return (state["qpos"][:, 0] - before["qpos"][:, 0]) / self.dt
+
+    def _healthy_z_angle(self, state: dict[str, Array]) -> Array:
+        # Strict inequalities on both ends, as in v5's ``min_z < z < max_z``.
+        z, angle = state["qpos"][:, 1], state["qpos"][:, 2]
+        min_z, max_z = self.healthy_z_range
+        min_angle, max_angle = self.healthy_angle_range
+        return (min_z < z) & (z < max_z) & (min_angle < angle) & (angle < max_angle)
+
+    def healthy(self, state: dict[str, Array]) -> Array:
+        """v5's ``is_healthy`` for each env, ``[n]`` bool."""
+        return self._healthy_z_angle(state)
+
+
+class HopperRobot(_PlanarLeggedRobot):
+    """Gymnasium's ``Hopper-v5`` robot: 11-d observation, 3 actuators in [-1, 1].
+
+    Healthy (v5): every entry of ``(qpos[2:], qvel)`` in the open interval (-100, 100),
+    ``0.7 < z < inf`` and ``-0.2 < pitch < 0.2``.
+    """
+
+    xml_file: ClassVar[str] = "hopper.xml"
+    healthy_state_range: ClassVar[tuple[float, float]] = (-100.0, 100.0)
+    healthy_z_range: ClassVar[tuple[float, float]] = (0.7, float("inf"))
+    healthy_angle_range: ClassVar[tuple[float, float]] = (-0.2, 0.2)
+
+    def healthy(self, state: dict[str, Array]) -> Array:
+        # v5: state_vector()[2:] is (qpos[2:], qvel); NaN fails every comparison (unhealthy).
+        rest = np.concatenate([state["qpos"][:, 2:], state["qvel"]], axis=1)
+        low, high = self.healthy_state_range
+        healthy_state = np.all((low < rest) & (rest < high), axis=1)
+        return healthy_state & self._healthy_z_angle(state)
+
+
+class Walker2dRobot(_PlanarLeggedRobot):
+    """Gymnasium's ``Walker2d-v5`` robot (``walker2d_v5.xml``): 17-d observation, 6 actuators.
+
+    Healthy (v5): ``0.8 < z < 2.0`` and ``-1 < pitch < 1``.
+    """
+
+    xml_file: ClassVar[str] = "walker2d_v5.xml"
+    healthy_z_range: ClassVar[tuple[float, float]] = (0.8, 2.0)
+    healthy_angle_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
