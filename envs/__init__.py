@@ -17,6 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from metarl.envs.ant import AntDir, AntGoal, AntVel
 from metarl.envs.base import (
     BatchStep,
     BatchStepper,
@@ -29,13 +30,24 @@ from metarl.envs.base import (
     Variant,
     close_matches,
 )
+from metarl.envs.dynamics import HalfCheetahParams, HopperParams, Walker2dParams
 from metarl.envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
+from metarl.envs.humanoid import HumanoidDir
+from metarl.envs.point2d import Point2DNav
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
     for cls in (
         HalfCheetahVel,
         HalfCheetahDir,
+        AntDir,
+        AntVel,
+        AntGoal,
+        HumanoidDir,
+        HalfCheetahParams,
+        HopperParams,
+        Walker2dParams,
+        Point2DNav,
     )
 }
 
