@@ -14,7 +14,7 @@ import numpy as np
 
 from metarl.envs.base import Array, MujocoTaskFamily
 
-__all__ = ["HalfCheetahRobot", "HopperRobot", "Walker2dRobot"]
+__all__ = ["AntRobot", "HalfCheetahRobot", "HopperRobot", "HumanoidRobot", "Walker2dRobot"]
 
 
 class HalfCheetahRobot(MujocoTaskFamily):
@@ -107,3 +107,123 @@ class Walker2dRobot(_PlanarLeggedRobot):
     xml_file: ClassVar[str] = "walker2d_v5.xml"
     healthy_z_range: ClassVar[tuple[float, float]] = (0.8, 2.0)
     healthy_angle_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+
+class AntRobot(MujocoTaskFamily):
+    """Gymnasium's ``Ant-v5`` robot: 105-d observation, 8 actuators in [-1, 1].
+
+    Observation (v5 default): ``qpos[2:]`` (13), ``qvel`` (14) and the external contact forces
+    ``cfrc_ext[1:]`` clipped to [-1, 1] and flattened (13 bodies x 6 = 78). Gymnasium calls
+    ``mj_rnePostConstraint`` after every step but not at reset, so ``cfrc_ext`` is zero in the
+    first observation of an episode; :class:`~metarl.envs.base.MujocoBatch` does the same.
+    Healthy (v5): ``(qpos, qvel)`` finite and ``0.2 <= z <= 1.0`` (torso height ``qpos[2]``, m).
+    """
+
+    xml_file: ClassVar[str] = "ant.xml"
+    frame_skip: ClassVar[int] = 5
+    gather: ClassVar[tuple[str, ...]] = ("qpos", "qvel", "cfrc_ext")
+    needs_contact_forces: ClassVar[bool] = True
+    camera_distance: ClassVar[float] = 4.0
+    reset_noise_scale: ClassVar[float] = 0.1
+    contact_force_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+    contact_cost_weight: ClassVar[float] = 5e-4
+    healthy_z_range: ClassVar[tuple[float, float]] = (0.2, 1.0)
+
+    def reset_state(self, rng: np.random.Generator) -> tuple[Array, Array]:
+        # v5 order: uniform qpos noise, then Gaussian qvel noise, from the same generator.
+        scale = self.reset_noise_scale
+        qpos = self.init_qpos + rng.uniform(low=-scale, high=scale, size=self.model.nq)
+        qvel = self.init_qvel + scale * rng.standard_normal(self.model.nv)
+        return qpos, qvel
+
+    def contact_forces(self, state: dict[str, Array]) -> Array:
+        """``cfrc_ext`` of every body clipped to ``contact_force_range``, ``[n, nbody, 6]``."""
+        low, high = self.contact_force_range
+        return np.clip(state["cfrc_ext"], low, high)
+
+    def observe(self, state: dict[str, Array]) -> Array:
+        n = state["qpos"].shape[0]
+        contact = self.contact_forces(state)[:, 1:].reshape(n, -1)
+        return np.concatenate([state["qpos"][:, 2:], state["qvel"], contact], axis=1)
+
+    def contact_cost(self, state: dict[str, Array]) -> Array:
+        """``5e-4 * sum(clip(cfrc_ext, -1, 1)^2)`` over all bodies, ``[n]`` (positive)."""
+        return self.contact_cost_weight * np.sum(np.square(self.contact_forces(state)), axis=(1, 2))
+
+    def xy_velocity(self, before: dict[str, Array], state: dict[str, Array]) -> Array:
+        """Torso velocity in the ground plane over the env step, ``[n, 2]`` (m/s).
+
+        Taken from the free joint's ``qpos[0:2]``: exact at the end of the step, where
+        Gymnasium's ``body.xpos`` lags one MuJoCo substep.
+        """
+        return (state["qpos"][:, 0:2] - before["qpos"][:, 0:2]) / self.dt
+
+    def healthy(self, state: dict[str, Array], z_range: tuple[float, float] | None = None) -> Array:
+        """``[n]`` bool: ``(qpos, qvel)`` finite and ``z_range[0] <= z <= z_range[1]``.
+
+        ``z_range`` defaults to v5's ``healthy_z_range`` (0.2, 1.0); both ends are inclusive.
+        """
+        low, high = self.healthy_z_range if z_range is None else z_range
+        qpos, qvel = state["qpos"], state["qvel"]
+        finite = np.all(np.isfinite(qpos), axis=1) & np.all(np.isfinite(qvel), axis=1)
+        z = qpos[:, 2]
+        return finite & (low <= z) & (z <= high)
+
+
+class HumanoidRobot(MujocoTaskFamily):
+    """Gymnasium's ``Humanoid-v5`` robot: 348-d observation, 17 actuators in [-0.4, 0.4].
+
+    Observation (v5 default): ``qpos[2:]`` (22), ``qvel`` (23), ``cinert[1:]`` (130),
+    ``cvel[1:]`` (78), ``qfrc_actuator[6:]`` (17) and ``cfrc_ext[1:]`` (78), unclipped.
+    ``cfrc_ext`` is current after each step (``mj_rnePostConstraint``) and zero at reset, as in
+    Gymnasium. Healthy (v5): ``1.0 < z < 2.0`` (torso height ``qpos[2]``, m; NaN is unhealthy).
+    """
+
+    xml_file: ClassVar[str] = "humanoid.xml"
+    frame_skip: ClassVar[int] = 5
+    gather: ClassVar[tuple[str, ...]] = (
+        "qpos",
+        "qvel",
+        "cinert",
+        "cvel",
+        "qfrc_actuator",
+        "cfrc_ext",
+    )
+    needs_contact_forces: ClassVar[bool] = True
+    camera_distance: ClassVar[float] = 4.0
+    reset_noise_scale: ClassVar[float] = 1e-2
+    healthy_z_range: ClassVar[tuple[float, float]] = (1.0, 2.0)
+
+    def reset_state(self, rng: np.random.Generator) -> tuple[Array, Array]:
+        # v5 order: uniform qpos noise, then uniform qvel noise, from the same generator.
+        scale = self.reset_noise_scale
+        qpos = self.init_qpos + rng.uniform(low=-scale, high=scale, size=self.model.nq)
+        qvel = self.init_qvel + rng.uniform(low=-scale, high=scale, size=self.model.nv)
+        return qpos, qvel
+
+    def observe(self, state: dict[str, Array]) -> Array:
+        n = state["qpos"].shape[0]
+        return np.concatenate(
+            [
+                state["qpos"][:, 2:],
+                state["qvel"],
+                state["cinert"][:, 1:].reshape(n, -1),
+                state["cvel"][:, 1:].reshape(n, -1),
+                state["qfrc_actuator"][:, 6:],
+                state["cfrc_ext"][:, 1:].reshape(n, -1),
+            ],
+            axis=1,
+        )
+
+    def xy_displacement(self, before: dict[str, Array], state: dict[str, Array]) -> Array:
+        """Torso displacement in the ground plane over the env step, ``[n, 2]`` (m).
+
+        Taken from the free joint's ``qpos[0:2]`` (Gymnasium's v5 reward uses the mass center).
+        """
+        return state["qpos"][:, 0:2] - before["qpos"][:, 0:2]
+
+    def healthy(self, state: dict[str, Array]) -> Array:
+        """``[n]`` bool: ``1.0 < z < 2.0`` (strict, as v5; a NaN height is unhealthy)."""
+        low, high = self.healthy_z_range
+        z = state["qpos"][:, 2]
+        return (low < z) & (z < high)
