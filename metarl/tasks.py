@@ -454,10 +454,11 @@ class SetTaskEnvSampler:
                 raise TypeError(f"{who}: sample_fn must be callable as sample_fn(n, rng)")
             probe = _as_task_list(sample_fn(1, np.random.default_rng(0)), 1, f"{who}: sample_fn")[0]
         probe_env = self._factory()
+        if not isinstance(probe_env, gym.Env):
+            raise TypeError(
+                f"{who}: the factory returned {type(probe_env).__name__}, not a gymnasium.Env"
+            )
         try:
-            if not isinstance(probe_env, gym.Env):
-                raise TypeError(f"{who}: the factory returned {type(probe_env).__name__}, "
-                                "not a gymnasium.Env")
             if _find_set_task(probe_env) is None:
                 raise TypeError(
                     f"{who}: {type(probe_env.unwrapped).__name__} has no set_task(task) method; "
