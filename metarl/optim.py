@@ -1,0 +1,278 @@
+"""Second-order optimisation pieces for TRPO: flat vectors, conjugate gradient, Hessian-vector
+products and the backtracking line search.
+
+Parameters are name -> tensor dicts (what :meth:`metarl.policies.GaussianMLPPolicy.params`
+returns); the solvers work on flat vectors ``[N]`` (``N`` the total number of parameters) in
+the parameters' dtype and on their device. References: Schulman et al. 2015, "Trust Region
+Policy Optimization" (https://arxiv.org/abs/1502.05477), appendix C; pytorch-maml-rl's
+``maml_trpo.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "LineSearchResult",
+    "backtracking_line_search",
+    "conjugate_gradient",
+    "flat_grad",
+    "flatten_params",
+    "hessian_vector_product",
+    "unflatten_params",
+]
+
+ParamsLike = Mapping[str, Tensor] | Iterable[Tensor]
+
+
+def _tensors(params: ParamsLike) -> list[Tensor]:
+    return list(params.values()) if isinstance(params, Mapping) else list(params)
+
+
+def flatten_params(params: ParamsLike) -> Tensor:
+    """Concatenate tensors (a name -> tensor dict, in its order, or a sequence) into ``[N]``.
+
+    The result is differentiable with respect to the inputs.
+    """
+    tensors = _tensors(params)
+    if not tensors:
+        raise ValueError("flatten_params needs at least one tensor")
+    return torch.cat([p.reshape(-1) for p in tensors])
+
+
+def unflatten_params(flat: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Split a flat ``[N]`` vector into a dict with the names and shapes of ``like``.
+
+    The values are views of ``flat`` (differentiable with respect to it).
+    """
+    sizes = [p.numel() for p in like.values()]
+    if flat.dim() != 1 or flat.numel() != sum(sizes):
+        raise ValueError(
+            f"flat must be a vector of {sum(sizes)} elements (the size of the parameters), "
+            f"got shape {tuple(flat.shape)}"
+        )
+    chunks = torch.split(flat, sizes)
+    return {name: c.view_as(p) for (name, p), c in zip(like.items(), chunks, strict=True)}
+
+
+def flat_grad(
+    output: Tensor,
+    params: ParamsLike,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+) -> Tensor:
+    """Gradient of a scalar ``output`` with respect to ``params``, flattened to ``[N]``.
+
+    Parameters that ``output`` does not depend on get zero gradients. ``retain_graph`` defaults
+    to ``create_graph``, as in :func:`torch.autograd.grad`.
+    """
+    if output.numel() != 1:
+        raise ValueError(f"flat_grad needs a scalar output, got shape {tuple(output.shape)}")
+    tensors = _tensors(params)
+    grads = torch.autograd.grad(
+        output,
+        tensors,
+        retain_graph=retain_graph,
+        create_graph=create_graph,
+        allow_unused=True,
+    )
+    return torch.cat(
+        [
+            (torch.zeros_like(p) if g is None else g).reshape(-1)
+            for p, g in zip(tensors, grads, strict=True)
+        ]
+    )
+
+
+def conjugate_gradient(
+    Avp: Callable[[Tensor], Tensor],
+    b: Tensor,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+) -> Tensor:
+    """Approximately solve ``A x = b`` for a symmetric positive-definite ``A`` given as ``Avp``.
+
+    Args:
+        Avp: ``v [N] -> A v [N]``, the matrix-vector product.
+        b: ``[N]`` right-hand side.
+        iters: at most this many iterations (each one call of ``Avp``).
+        residual_tol: stop once the squared residual norm ``||b - A x||^2`` falls below this.
+
+    Returns:
+        ``[N]`` solution ``x`` (detached), starting from ``x = 0``.
+    """
+    if b.dim() != 1:
+        raise ValueError(f"b must be a vector [N], got shape {tuple(b.shape)}")
+    if iters < 1:
+        raise ValueError(f"iters must be at least 1, got {iters}")
+    b = b.detach()
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rdotr = r @ r
+    for _ in range(iters):
+        if float(rdotr) < residual_tol:
+            break
+        z = Avp(p).detach()
+        alpha = rdotr / (p @ z)
+        x = x + alpha * p
+        r = r - alpha * z
+        new_rdotr = r @ r
+        p = r + (new_rdotr / rdotr) * p
+        rdotr = new_rdotr
+    return x
+
+
+def hessian_vector_product(
+    fn: Callable[[dict[str, Tensor]], Tensor],
+    params: Mapping[str, Tensor],
+    damping: float = 0.0,
+) -> Callable[[Tensor], Tensor]:
+    """Build ``v [N] -> (H + damping * I) v [N]`` with ``H`` the Hessian of ``fn`` at ``params``.
+
+    ``fn(params)`` (a scalar, e.g. the mean KL between the old and the new policy) is evaluated
+    and differentiated once with ``create_graph=True``; each product is then one more backward
+    pass through that gradient (Pearlmutter's trick), so no ``[N, N]`` matrix is ever formed.
+
+    Args:
+        fn: ``params -> scalar``, twice differentiable.
+        params: name -> tensor dict, every tensor requiring grad.
+        damping: added multiple of the identity (TRPO's ``cg_damping``), ``>= 0``.
+
+    Returns:
+        A function of a flat ``[N]`` vector returning a detached ``[N]`` vector; it may be called
+        any number of times (the graph of the first gradient is kept alive by the closure).
+    """
+    if damping < 0:
+        raise ValueError(f"damping must be non-negative, got {damping}")
+    params = dict(params)
+    for name, p in params.items():
+        if not p.requires_grad:
+            raise ValueError(f"parameter {name!r} does not require grad; the Hessian needs it")
+    grad = flat_grad(fn(params), params, create_graph=True)
+    n = grad.numel()
+
+    def hvp(v: Tensor) -> Tensor:
+        if v.shape != (n,):
+            raise ValueError(f"v must be a vector of {n} elements, got shape {tuple(v.shape)}")
+        v = v.detach().to(grad.dtype)
+        hv = flat_grad(grad @ v, params, retain_graph=True)
+        return hv.detach() + damping * v
+
+    return hvp
+
+
+def _scalar(x: Tensor | float) -> float:
+    if isinstance(x, Tensor):
+        if x.numel() != 1:
+            raise ValueError(
+                f"expected a scalar loss or KL, got a tensor of shape {tuple(x.shape)}"
+            )
+        return float(x.detach().item())
+    return float(x)
+
+
+@dataclass(frozen=True)
+class LineSearchResult:
+    """What :func:`backtracking_line_search` returns.
+
+    Attributes:
+        accepted: whether a step was accepted.
+        params: the accepted parameters, or the original ``params`` when nothing was accepted.
+        step_fraction: the accepted fraction of the full step (0.0 when nothing was accepted).
+        loss: the loss at ``params`` (the old loss when nothing was accepted).
+        kl: the KL at ``params`` (0.0 when nothing was accepted).
+        old_loss: the loss before the step.
+        tries: how many step fractions were evaluated.
+    """
+
+    accepted: bool
+    params: dict[str, Tensor]
+    step_fraction: float
+    loss: float
+    kl: float
+    old_loss: float
+    tries: int
+
+
+def backtracking_line_search(
+    loss_fn: Callable[[dict[str, Tensor]], Tensor | float],
+    kl_fn: Callable[[dict[str, Tensor]], Tensor | float],
+    params: Mapping[str, Tensor],
+    full_step: Tensor,
+    expected_improvement: Tensor | float,
+    max_kl: float,
+    ratio: float = 0.8,
+    max_steps: int = 15,
+    accept_ratio: float = 0.0,
+    old_loss: Tensor | float | None = None,
+) -> LineSearchResult:
+    """TRPO's backtracking line search on ``params + ratio**i * full_step``, ``i < max_steps``.
+
+    The first candidate whose loss and KL are finite, whose loss decreased (by more than
+    ``accept_ratio * ratio**i * expected_improvement``) and whose ``kl <= max_kl`` is accepted.
+    The defaults (0.8, 15 steps, plain decrease) are pytorch-maml-rl's. Candidates are fresh
+    leaf tensors with the original ``requires_grad``, so ``loss_fn`` may differentiate through
+    them (MAML's inner adaptation step does). Non-finite parameters are never returned.
+
+    Args:
+        loss_fn: ``params -> scalar loss`` to minimise (e.g. the surrogate loss).
+        kl_fn: ``params -> scalar KL`` from the old policy; evaluated only for candidates whose
+            loss improved.
+        params: the current parameters (name -> tensor).
+        full_step: ``[N]`` flat update for ``step_fraction = 1`` (for TRPO ``-beta * s`` with
+            ``H s = g`` and ``beta = sqrt(2 * max_kl / s.H s)``), ordered like
+            :func:`flatten_params`.
+        expected_improvement: predicted loss decrease of the full step (``-g . full_step``),
+            used only with ``accept_ratio > 0``.
+        max_kl: trust-region size, ``> 0``.
+        ratio: shrink factor in ``(0, 1)``.
+        max_steps: how many fractions to try, ``>= 1``.
+        accept_ratio: minimal ratio of actual to expected improvement (0: any decrease).
+        old_loss: ``loss_fn(params)`` if already known (computed otherwise).
+
+    Returns:
+        A :class:`LineSearchResult`.
+    """
+    if not max_kl > 0:
+        raise ValueError(f"max_kl must be positive, got {max_kl}")
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    if accept_ratio < 0:
+        raise ValueError(f"accept_ratio must be non-negative, got {accept_ratio}")
+    params = dict(params)
+    flat = flatten_params(params).detach()
+    if full_step.shape != flat.shape:
+        raise ValueError(
+            f"full_step must be a flat vector of {flat.numel()} elements (the parameters' size), "
+            f"got shape {tuple(full_step.shape)}"
+        )
+    loss0 = _scalar(loss_fn(params) if old_loss is None else old_loss)
+    expected = _scalar(expected_improvement)
+    rejected = LineSearchResult(False, params, 0.0, loss0, 0.0, loss0, 0)
+    if not math.isfinite(loss0) or not bool(torch.isfinite(full_step).all()):
+        return rejected
+    step = full_step.detach().to(flat.dtype)
+    for i in range(max_steps):
+        fraction = ratio**i
+        candidate_flat = flat + fraction * step
+        if bool(torch.isfinite(candidate_flat).all()):
+            candidate = {
+                name: t.detach().clone().requires_grad_(params[name].requires_grad)
+                for name, t in unflatten_params(candidate_flat, params).items()
+            }
+            loss = _scalar(loss_fn(candidate))
+            improvement = loss0 - loss
+            wanted = accept_ratio * fraction * expected if accept_ratio > 0 else 0.0
+            if math.isfinite(loss) and improvement > 0 and improvement >= wanted:
+                kl = _scalar(kl_fn(candidate))
+                if math.isfinite(kl) and kl <= max_kl:
+                    return LineSearchResult(True, candidate, fraction, loss, kl, loss0, i + 1)
+    return LineSearchResult(False, params, 0.0, loss0, 0.0, loss0, max_steps)
