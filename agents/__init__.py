@@ -1,0 +1,13 @@
+"""The meta-learning algorithms (installed as ``metarl.agents``), one file each.
+
+:data:`AGENTS` maps the command-line name of each algorithm to its class.
+"""
+
+from __future__ import annotations
+
+from metarl.agent import MetaAgent
+from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+
+AGENTS: dict[str, type[MetaAgent]] = {cls.name: cls for cls in (MAMLTRPO,)}
+
+__all__ = ["AGENTS", "MAMLTRPO", "MAMLTRPOConfig"]

@@ -1,0 +1,379 @@
+"""MAML-TRPO (Finn et al. 2017, https://arxiv.org/abs/1703.03400).
+
+MAML learns an initialization ``theta`` from which ``num_adapt_steps`` vanilla policy-gradient
+steps adapt to a new task: ``theta_k = theta - adapt_lr * grad L_k(theta)``, the inner loss
+``L_k`` being REINFORCE with a linear feature baseline on episodes of task k. The outer step is
+TRPO on the loss of the adapted policies on fresh episodes, differentiated through the inner
+steps (second order; ``first_order=True`` drops the inner Hessian). All tasks of a meta-batch
+are handled together: their parameter sets are stacked on a leading task axis and evaluated
+with ``torch.func.vmap``, and one backward pass gives every task's inner gradient.
+
+The TRPO step follows pytorch-maml-rl's ``maml_trpo.py``: conjugate gradient on the Hessian of
+the mean KL between the sampling policies and the adapted ones, then a backtracking line search
+that keeps ``KL <= max_kl``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from metarl.advantages import discounted_returns, gae, normalize_advantages
+from metarl.agent import AdaptedPolicy, MetaAgent
+from metarl.baselines import LinearFeatureBaseline
+from metarl.optim import (
+    backtracking_line_search,
+    conjugate_gradient,
+    flat_grad,
+    hessian_vector_product,
+)
+from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob
+from metarl.sampling.batch import EpisodeBatch
+from metarl.tasks import Task
+
+if TYPE_CHECKING:
+    from metarl.sampling import Sampler
+
+__all__ = ["MAMLTRPO", "MAMLTRPOConfig"]
+
+
+@dataclass(frozen=True)
+class MAMLTRPOConfig:
+    """Hyperparameters of MAML-TRPO (defaults: pytorch-maml-rl's HalfCheetah configs)."""
+
+    iterations: int = 500
+    """Meta-iterations of a full run."""
+    meta_batch_size: int = 40
+    """Tasks per meta-iteration."""
+    episodes_per_task: int = 20
+    """Episodes sampled per task for each inner step and for the outer loss."""
+    num_adapt_steps: int = 1
+    """Inner policy-gradient steps."""
+    adapt_lr: float = 0.1
+    """Inner step size."""
+    first_order: bool = False
+    """Drop second-order terms of the meta-gradient (FOMAML)."""
+    max_kl: float = 0.01
+    """TRPO trust region: mean KL between sampling and updated adapted policies."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations."""
+    cg_damping: float = 1e-5
+    """Damping added to the KL Hessian."""
+    ls_max_steps: int = 15
+    """Line-search tries."""
+    ls_backtrack_ratio: float = 0.8
+    """Line-search shrink factor."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda (1.0: Monte-Carlo returns minus the baseline, as in MAML)."""
+    normalize_advantages: bool = True
+    """Normalize advantages per task."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Policy MLP widths."""
+    activation: str = "tanh"
+    """Policy activation: tanh, relu or elu."""
+    init_std: float = 1.0
+    """Initial action standard deviation."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.iterations >= 1, "iterations must be >= 1"),
+            (self.meta_batch_size >= 1, "meta_batch_size must be >= 1"),
+            (self.episodes_per_task >= 1, "episodes_per_task must be >= 1"),
+            (self.num_adapt_steps >= 1, "num_adapt_steps must be >= 1"),
+            (self.adapt_lr > 0, "adapt_lr must be > 0"),
+            (self.max_kl > 0, "max_kl must be > 0"),
+            (self.cg_iters >= 1, "cg_iters must be >= 1"),
+            (self.cg_damping >= 0, "cg_damping must be >= 0"),
+            (self.ls_max_steps >= 1, "ls_max_steps must be >= 1"),
+            (0 < self.ls_backtrack_ratio < 1, "ls_backtrack_ratio must be in (0, 1)"),
+            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
+            (0 <= self.gae_lambda <= 1, "gae_lambda must be in [0, 1]"),
+            (len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
+             "hidden_sizes must be positive widths"),
+            (self.init_std > 0, "init_std must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"MAMLTRPOConfig: {message}")
+
+
+PAPER_EPISODES = {"HalfCheetahVel": 10, "HalfCheetahDir": 20, "AntVel": 20, "AntDir": 40}
+PAPER_ITERATIONS = {"HalfCheetahVel": 475, "HalfCheetahDir": 100, "AntVel": 375, "AntDir": 575}
+
+
+def _gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
+    """KL(p || q) of diagonal Gaussians, summed over the action axis: ``[...]``."""
+    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
+    mean_term = ((mean_p - mean_q) * torch.exp(-log_std_q)).pow(2)
+    return (0.5 * (var_ratio + mean_term - 1.0) - (log_std_p - log_std_q)).sum(-1)
+
+
+class MAMLTRPO(MetaAgent):
+    """MAML with a TRPO outer step; see the module docstring."""
+
+    name: ClassVar[str] = "maml-trpo"
+    config_cls: ClassVar[type] = MAMLTRPOConfig
+    PRESET_NAMES: ClassVar[tuple[str, ...]] = ("quick", "default", "paper")
+    config: MAMLTRPOConfig
+
+    def __init__(
+        self,
+        config: MAMLTRPOConfig,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(config, observation_space, action_space, torch.device(device))
+        self.policy = GaussianMLPPolicy(
+            observation_space.shape[0],
+            action_space.shape[0],
+            hidden_sizes=config.hidden_sizes,
+            activation=config.activation,
+            init_std=config.init_std,
+        ).to(self.device)
+        self.baseline = LinearFeatureBaseline()
+
+    # -- presets -----------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, family: str) -> MAMLTRPOConfig:
+        """Named hyperparameters for a family.
+
+        ``default``: pytorch-maml-rl (40 tasks x 20 episodes, (64, 64) tanh, 500 iterations).
+        ``paper``: Finn et al. 2017 ((100, 100) ReLU; episodes and iterations per family as
+        in the paper's result files). ``quick``: a few minutes on a laptop CPU.
+        """
+        if name == "default":
+            return MAMLTRPOConfig()
+        if name == "paper":
+            return MAMLTRPOConfig(
+                iterations=PAPER_ITERATIONS.get(family, 500),
+                episodes_per_task=PAPER_EPISODES.get(family, 20),
+                hidden_sizes=(100, 100),
+                activation="relu",
+            )
+        if name == "quick":
+            return MAMLTRPOConfig(
+                iterations=30, meta_batch_size=10, episodes_per_task=5, hidden_sizes=(32, 32)
+            )
+        raise ValueError(f"maml-trpo has no preset {name!r}; presets are {list(cls.PRESET_NAMES)}")
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _by_task(self, x: Tensor, num_tasks: int) -> Tensor:
+        """``[T, K*E, ...] -> [K, T, E, ...]`` (task-major columns)."""
+        T, B = x.shape[:2]
+        return x.reshape(T, num_tasks, B // num_tasks, *x.shape[2:]).transpose(0, 1)
+
+    def _distribution(self, params: Params, obs: Tensor, num_tasks: int) -> tuple[Tensor, Tensor]:
+        """Per-task ``(mean, log_std)``, each ``[T, B, act_dim]``."""
+        obs_k = self._by_task(obs, num_tasks)
+        mean, log_std = vmap(lambda p, o: functional_call(self.policy, p, (o,)))(params, obs_k)
+        T = obs.shape[0]
+        return (mean.transpose(0, 1).reshape(T, -1, mean.shape[-1]),
+                log_std.transpose(0, 1).reshape(T, -1, log_std.shape[-1]))
+
+    def _task_mean(self, x: Tensor, valid: Tensor, num_tasks: int) -> Tensor:
+        """Mean of ``x [T, B]`` over each task's valid steps: ``[K]``."""
+        mask = valid.to(x.dtype)
+        total = self._by_task(x * mask, num_tasks).sum(dim=(1, 2))
+        count = self._by_task(mask, num_tasks).sum(dim=(1, 2)).clamp_min(1.0)
+        return total / count
+
+    def _advantages(self, batch: EpisodeBatch) -> Tensor:
+        """REINFORCE advantages ``[T, B]``: returns minus a linear baseline fitted per task."""
+        cfg = self.config
+        K = batch.num_tasks
+        rewards = batch.rewards.to(torch.float64)
+        returns = discounted_returns(rewards, batch.valid, cfg.gamma)
+        values = self.baseline.fit_predict(batch.obs, returns, batch.valid, groups=K)
+        adv, _ = gae(rewards, values, batch.valid, cfg.gamma, cfg.gae_lambda)
+        if cfg.normalize_advantages:
+            adv = normalize_advantages(adv, batch.valid, groups=K)
+        return adv.to(batch.obs.dtype)
+
+    def _inner_step(self, params: Params, batch: EpisodeBatch, adv: Tensor, lr: float,
+                    create_graph: bool) -> Params:
+        """One policy-gradient step of every task at once."""
+        K = batch.num_tasks
+        mean, log_std = self._distribution(params, batch.obs, K)
+        log_probs = gaussian_log_prob(batch.actions, mean, log_std)
+        losses = -self._task_mean(log_probs * adv, batch.valid, K)
+        grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
+        return {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
+
+    def _adapt_all(self, params: Params, batches: list[EpisodeBatch], advs: list[Tensor],
+                   create_graph: bool) -> Params:
+        for batch, adv in zip(batches, advs, strict=True):
+            params = self._inner_step(params, batch, adv, self.config.adapt_lr, create_graph)
+        return params
+
+    @staticmethod
+    def _theta_as_tasks(theta: Params, num_tasks: int) -> Params:
+        """``theta`` seen as ``num_tasks`` identical per-task sets (a differentiable view)."""
+        return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in theta.items()}
+
+    @staticmethod
+    def _detached(params: Params) -> Params:
+        return {k: v.detach() for k, v in params.items()}
+
+    def _sample(self, sampler: Sampler, tasks: list[Task], params: Params | None,
+                rng: np.random.Generator) -> EpisodeBatch:
+        seed = int(rng.integers(2**62))
+        cpu = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
+        batch = sampler.sample(tasks, self.config.episodes_per_task, params=cpu, seed=seed)
+        return batch.to(self.device)
+
+    def meta_objective(
+        self,
+        theta: Params,
+        train_batches: list[EpisodeBatch],
+        train_advs: list[Tensor],
+        valid: EpisodeBatch,
+        valid_adv: Tensor,
+        old_dist: tuple[Tensor, Tensor],
+        create_graph: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """The outer TRPO loss and mean KL at meta-parameters ``theta``.
+
+        ``theta`` is adapted on ``train_batches`` (one inner step each); the loss is the
+        negative importance-weighted advantage of the adapted policies on ``valid`` against
+        the sampling policies ``old_dist = (mean, log_std)`` (each ``[T, B, act_dim]``),
+        averaged over each task's valid steps, then over tasks. With ``create_graph`` the
+        gradient flows through the inner steps (second order).
+        """
+        K = valid.num_tasks
+        params = self._adapt_all(self._theta_as_tasks(theta, K), train_batches, train_advs, create_graph)
+        mean, log_std = self._distribution(params, valid.obs, K)
+        old_mean, old_log_std = old_dist
+        ratio = torch.exp(gaussian_log_prob(valid.actions, mean, log_std)
+                          - gaussian_log_prob(valid.actions, old_mean, old_log_std))
+        loss = -self._task_mean(ratio * valid_adv, valid.valid, K).mean()
+        kl = self._task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std), valid.valid, K)
+        return loss, kl.mean()
+
+    # -- meta-training -----------------------------------------------------------------------
+    def train_step(self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator) -> dict[str, float]:
+        cfg = self.config
+        K = len(tasks)
+        if K == 0:
+            raise ValueError("maml-trpo: train_step needs at least one task")
+        t_start = time.perf_counter()
+        sample_time = 0.0
+
+        # Inner loop: sample, then step, num_adapt_steps times (fresh episodes each step).
+        train_batches: list[EpisodeBatch] = []
+        train_advs: list[Tensor] = []
+        adapted: Params | None = None
+        for _ in range(cfg.num_adapt_steps):
+            t0 = time.perf_counter()
+            batch = self._sample(sampler, tasks, adapted, rng)
+            sample_time += time.perf_counter() - t0
+            adv = self._advantages(batch)
+            train_batches.append(batch)
+            train_advs.append(adv)
+            start = self._theta_as_tasks(self.policy.params(), K) if adapted is None else adapted
+            adapted = self._detached(self._inner_step(start, batch, adv, cfg.adapt_lr, False))
+        assert adapted is not None
+        t0 = time.perf_counter()
+        valid = self._sample(sampler, tasks, adapted, rng)
+        sample_time += time.perf_counter() - t0
+        valid_adv = self._advantages(valid)
+        with torch.no_grad():
+            old_mean, old_log_std = self._distribution(adapted, valid.obs, K)
+
+        t_opt = time.perf_counter()
+        create_graph = not cfg.first_order
+
+        def outer(theta: Params, graph: bool) -> tuple[Tensor, Tensor]:
+            return self.meta_objective(
+                theta, train_batches, train_advs, valid, valid_adv, (old_mean, old_log_std), graph
+            )
+
+        theta = self.policy.params()
+        loss, _ = outer(theta, create_graph)
+        grad = flat_grad(loss, theta)
+        metrics: dict[str, float] = {}
+        if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(grad).all()):
+            accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
+            metrics["trpo/nonfinite"] = 1.0
+        else:
+            hvp = hessian_vector_product(lambda p: outer(p, create_graph)[1], theta, cfg.cg_damping)
+            step_dir = conjugate_gradient(hvp, grad, iters=cfg.cg_iters)
+            shs = 0.5 * torch.dot(step_dir, hvp(step_dir))
+            lagrange = torch.sqrt(shs.clamp_min(1e-16) / cfg.max_kl)
+            full_step = -step_dir / lagrange
+            result = backtracking_line_search(
+                loss_fn=lambda p: outer(p, False)[0],
+                kl_fn=lambda p: outer(p, False)[1],
+                params=theta,
+                full_step=full_step,
+                expected_improvement=float(torch.dot(grad, step_dir) / lagrange),
+                max_kl=cfg.max_kl,
+                ratio=cfg.ls_backtrack_ratio,
+                max_steps=cfg.ls_max_steps,
+                old_loss=loss.item(),
+            )
+            accepted, fraction = result.accepted, result.step_fraction
+            new_loss, kl_value = result.loss, result.kl
+            if accepted:
+                with torch.no_grad():
+                    for name, p in self.policy.named_parameters():
+                        p.copy_(result.params[name])
+            metrics["trpo/nonfinite"] = 0.0
+        opt_time = time.perf_counter() - t_opt
+
+        pre = train_batches[0]
+        steps = sum(b.num_steps for b in train_batches) + valid.num_steps
+        total = time.perf_counter() - t_start
+        metrics.update({
+            "meta/return_pre_adapt": float(pre.returns.mean()),
+            "meta/return_post_adapt": float(valid.returns.mean()),
+            "losses/surrogate_before": loss.item(),
+            "losses/surrogate_after": float(new_loss),
+            "trpo/kl": float(kl_value),
+            "trpo/accepted": float(accepted),
+            "trpo/step_fraction": float(fraction),
+            "policy/std": float(self.policy.log_std.exp().mean()),
+            "env_steps": float(steps),
+            "time/sampling": sample_time,
+            "time/optimization": opt_time,
+            "time/env_steps_per_s": steps / max(total, 1e-9),
+        })
+        return metrics
+
+    # -- meta-test ---------------------------------------------------------------------------
+    def exploration_policy(self, num_tasks: int) -> AdaptedPolicy:
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        return AdaptedPolicy(params=None, num_tasks=num_tasks)
+
+    def adapt(self, policy: AdaptedPolicy, episodes: EpisodeBatch, lr: float | None = None) -> AdaptedPolicy:
+        """One inner policy-gradient step per task on ``episodes`` (step size ``lr`` or ``adapt_lr``)."""
+        if episodes.num_tasks != policy.num_tasks:
+            raise ValueError(
+                f"maml-trpo: {episodes.num_tasks} tasks of episodes for a policy of {policy.num_tasks}"
+            )
+        episodes = episodes.to(self.device)
+        start = (self._theta_as_tasks(self.policy.params(), policy.num_tasks) if policy.params is None
+                 else {k: v.to(self.device).detach().requires_grad_(True) for k, v in policy.params.items()})
+        adv = self._advantages(episodes)
+        new = self._inner_step(start, episodes, adv, self.config.adapt_lr if lr is None else lr, False)
+        return AdaptedPolicy(params=self._detached(new), num_tasks=policy.num_tasks)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        # The baseline is refit on every batch: it has no state to keep.
+        return {"policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+

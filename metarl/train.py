@@ -1,0 +1,212 @@
+"""The meta-training loop shared by every agent: run folder, logs, checkpoints, exact resume.
+
+``train(algo, run, config)`` is what ``metarl train ALGO ...`` and the scripts in
+``experiments/`` call. A run resumed with ``--resume RUN_DIR`` at iteration k ends bit-identical
+to one that never stopped: the checkpoint holds the agent's state and every random state, and
+the sampler holds none of its own (its seeds come from the run's generator).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from metarl.agent import MetaAgent, config_from_dict
+from metarl.runs import (
+    RunError,
+    MetricsLogger,
+    capture_rng_state,
+    create_run_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    read_run_config,
+    resolve_device,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+__all__ = ["RunArgs", "agent_registry", "build_agent", "train"]
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """Settings of a training run that are not the algorithm's hyperparameters."""
+
+    env: str = "HalfCheetahVel"
+    """Task family (see `metarl list`)."""
+    variant: str | None = None
+    """Family variant (e.g. maml, pearl); None: the family's default."""
+    horizon: int | None = None
+    """Episode length in env steps; None: the variant's."""
+    preset: str = "quick"
+    """Hyperparameter preset of the algorithm for this family (e.g. quick, paper)."""
+    iterations: int | None = None
+    """Meta-iterations to run in total; None: the preset's."""
+    seed: int = 0
+    """Seed of every random stream of the run."""
+    run_dir: Path | None = None
+    """Where the run folder goes; None: runs/<algo>-<env>-<time>."""
+    device: str = "auto"
+    """Where the optimization runs: auto, cpu, cuda (sampling stays on CPU workers)."""
+    resume: Path | None = None
+    """Continue the run in this folder from its latest checkpoint."""
+    backend: Literal["inline", "processes", "ray"] = "inline"
+    """Sampler backend."""
+    num_workers: int = 1
+    """Worker processes or Ray actors (processes/ray backends)."""
+    checkpoint_every: int = 10
+    """Write checkpoints/latest.pt every this many iterations (and at the end)."""
+    keep_every: int = 50
+    """Also keep checkpoints/iter_XXXXXX.pt every this many iterations."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def agent_registry() -> dict[str, type[MetaAgent]]:
+    """Algorithm name -> agent class (looked up lazily: the core never imports agents eagerly)."""
+    from metarl.agents import AGENTS
+
+    return dict(AGENTS)
+
+
+def _agent_class(algo: str) -> type[MetaAgent]:
+    registry = agent_registry()
+    if algo not in registry:
+        raise ValueError(f"unknown algorithm {algo!r}; choose one of {sorted(registry)}")
+    return registry[algo]
+
+
+def build_agent(algo: str, config: Any, family: Any, device: torch.device) -> MetaAgent:
+    return _agent_class(algo)(config, family.observation_space, family.action_space, device)
+
+
+def _check_run_args(run: RunArgs, iterations: int) -> None:
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
+    if run.checkpoint_every < 1 or run.keep_every < 1:
+        raise ValueError("checkpoint_every and keep_every must be at least 1")
+    if run.num_workers < 1:
+        raise ValueError(f"num_workers must be at least 1, got {run.num_workers}")
+
+
+def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any, dict[str, Any]]:
+    """Check a --resume folder and return the run settings and config it was made with."""
+    assert run.resume is not None
+    saved = read_run_config(run.resume)
+    if saved.get("algo") != algo:
+        raise RunError(f"{run.resume} was made by {saved.get('algo')!r}, not {algo!r}")
+    saved_run = saved.get("run", {})
+    if saved_run.get("env") != run.env and run.env != RunArgs.env:
+        raise RunError(f"{run.resume} trains {saved_run.get('env')!r}, not {run.env!r}")
+    latest_checkpoint(run.resume)
+    fields = {k: v for k, v in saved_run.items() if k in RunArgs.__dataclass_fields__}
+    for key in ("run_dir", "resume"):
+        fields.pop(key, None)
+    resumed = RunArgs(**{**fields, "run_dir": Path(run.resume), "resume": Path(run.resume),
+                         "iterations": run.iterations or saved_run.get("iterations"),
+                         "progress": run.progress, "device": run.device,
+                         "backend": run.backend, "num_workers": run.num_workers})
+    saved_config = config_from_dict(type(config), saved["config"])
+    return resumed, saved_config, saved
+
+
+def train(algo: str, run: RunArgs, config: Any) -> Path:
+    """Meta-train ``algo`` with ``config`` as ``run`` says; returns the run folder.
+
+    Raises:
+        ValueError: unknown algorithm or family, impossible settings, or a ``--resume`` folder
+            that is not a run of this algorithm and family — all before any work.
+    """
+    from metarl.envs import FamilyTaskSampler, make_family
+    from metarl.sampling import make_sampler
+
+    agent_cls = _agent_class(algo)
+    if run.resume is not None:
+        run, config, _ = _resolve_resume(algo, run, config)
+    iterations = int(run.iterations if run.iterations is not None else config.iterations)
+    _check_run_args(run, iterations)
+    run = replace(run, iterations=iterations)
+    family = make_family(run.env, variant=run.variant, horizon=run.horizon)
+    device = resolve_device(run.device)
+    agent = agent_cls(config, family.observation_space, family.action_space, device)
+    rng = np.random.default_rng(run.seed)
+    torch.manual_seed(run.seed)
+    start = 0
+    if run.resume is not None:
+        run_dir = Path(run.resume)
+        state = load_checkpoint(latest_checkpoint(run_dir), map_location=device)
+        agent.load_state_dict(state["agent"])
+        restore_rng_state(rng, state["rng"])
+        start = int(state["iteration"])
+        if start >= iterations:
+            print(f"{run_dir} already finished {start} of {iterations} iterations", file=sys.stderr)
+            return run_dir
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
+        create_run_dir(
+            run_dir,
+            {"algo": algo, "run": asdict(run), "config": asdict(config),
+             "family": {"name": family.name, "variant": family.variant, "horizon": family.horizon}},
+        )
+    task_sampler = FamilyTaskSampler(family)
+    sampler = make_sampler(task_sampler, agent.policy, backend=run.backend, num_workers=run.num_workers)
+    logger = MetricsLogger(run_dir, start_iteration=start)
+
+    def snapshot(done: int) -> dict[str, Any]:
+        return {"iteration": done, "algo": algo, "agent": copy.deepcopy(agent.state_dict()),
+                "rng": capture_rng_state(rng)}
+
+    last = snapshot(start)
+    bar = _progress(run.progress, start, iterations, f"{algo} {run.env}")
+    try:
+        for it in range(start, iterations):
+            t0 = time.perf_counter()
+            tasks = task_sampler.sample(config.meta_batch_size, rng)
+            metrics = agent.train_step(sampler, tasks, rng)
+            metrics["time/iteration"] = time.perf_counter() - t0
+            logger.log(it, metrics)
+            done = it + 1
+            last = snapshot(done)
+            if done % run.checkpoint_every == 0 or done == iterations:
+                save_checkpoint(run_dir, last, done, keep=done % run.keep_every == 0 or done == iterations)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(_postfix(metrics), refresh=False)
+    except KeyboardInterrupt:
+        save_checkpoint(run_dir, last, int(last["iteration"]), keep=False)
+        print(f"\ninterrupted: saved iteration {last['iteration']} to {run_dir}; continue with "
+              f"--resume {run_dir}", file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+        sampler.close()
+    return run_dir
+
+
+def _progress(enabled: bool, start: int, total: int, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=desc, unit="it", dynamic_ncols=True)
+
+
+def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
+    shown = {
+        "pre": "meta/return_pre_adapt",
+        "post": "meta/return_post_adapt",
+        "steps/s": "time/env_steps_per_s",
+    }
+    return {short: f"{metrics[key]:.4g}" for short, key in shown.items() if key in metrics}
