@@ -106,6 +106,8 @@ def test_gymnasium_check_env(name: str, variant: str) -> None:
     assert not unexpected, f"{name}/{variant}: Gymnasium's env checker warned: {unexpected}"
 
 
+# The reference action ranges (Humanoid's [-0.4, 0.4], Point2DNav's [-0.1, 0.1]) are kept.
+@pytest.mark.filterwarnings("ignore:We recommend you to use a symmetric and normalized Box")
 @pytest.mark.parametrize(("name", "variant"), ONE_PER_FAMILY)
 def test_sb3_check_env(name: str, variant: str) -> None:
     sb3_check_env(make_env(name, variant), warn=True)
@@ -128,6 +130,9 @@ def test_gym_make_builds_the_family(name: str, variant: str) -> None:
     assert isinstance(reward, float)
     assert isinstance(terminated, bool) and isinstance(truncated, bool)
     env.close()
+    plain = gym.make(env_id(name)).unwrapped
+    assert isinstance(plain, MetaEnv)
+    assert plain.family.variant == FAMILIES[name].default_variant
 
 
 @pytest.mark.parametrize(("name", "variant"), ONE_PER_FAMILY)
