@@ -1,0 +1,356 @@
+"""The rollout loop every backend runs: one worker's columns for a whole batch, no sync per step.
+
+A :class:`RolloutWorker` owns a batch of environments (a family's fast
+:class:`~metarl.envs.BatchStepper`, or :class:`GymEnvBatch` for any Gymnasium env) and a copy of
+the policy module. :meth:`RolloutWorker.run` takes a :class:`Job` (its tasks, the seed, the
+parameters) and returns numpy arrays for its columns; the sampler concatenates the workers'
+columns into one :class:`~metarl.sampling.EpisodeBatch`.
+
+Randomness: column ``b`` of a batch (global, task-major) draws everything from
+``SeedSequence(seed).spawn(B)[b]``: its action noise for the whole horizon (one call at batch
+start) and its initial states, whichever worker owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+from torch import nn
+
+from metarl.envs.base import BatchStep, TaskFamily
+from metarl.sampling.policy_step import PolicyParams, make_policy_step
+from metarl.tasks import Task, TaskSampler
+
+__all__ = ["EnvSource", "GymEnvBatch", "Job", "RolloutWorker", "column_rngs"]
+
+Array = np.ndarray
+EnvSource: TypeAlias = "TaskFamily | TaskSampler"
+_UNSTABLE_WARNINGS = tuple(
+    int(w)
+    for w in (
+        mujoco.mjtWarning.mjWARN_BADQPOS,
+        mujoco.mjtWarning.mjWARN_BADQVEL,
+        mujoco.mjtWarning.mjWARN_BADQACC,
+    )
+)
+
+
+class _EnvBatch(Protocol):
+    def set_tasks(
+        self, tasks: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None
+    ) -> None: ...
+
+    def reset(
+        self, rngs: Sequence[np.random.Generator], indices: Sequence[int] | None = None
+    ) -> Array: ...
+
+    def step(self, actions: Array, indices: Sequence[int] | None = None) -> BatchStep: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Job:
+    """What one worker samples in one batch.
+
+    Attributes:
+        tasks: the worker's tasks (its groups), ``[G]``.
+        first_task: global index of ``tasks[0]`` (fixes the global column numbers and seeds).
+        episodes_per_task: ``E``, columns per task.
+        episodes_per_trial: episodes per column (``M``; 1 outside trial mode).
+        seed: the batch seed.
+        params: the policy parameters of these tasks (sliced).
+    """
+
+    tasks: list[Task]
+    first_task: int
+    episodes_per_task: int
+    episodes_per_trial: int
+    seed: int
+    params: PolicyParams
+
+
+def column_rngs(
+    seed: int, columns: Sequence[int]
+) -> tuple[list[np.random.Generator], list[np.random.Generator]]:
+    """``(noise, reset)`` generators of the given global columns of a batch with ``seed``.
+
+    Column ``b``'s stream is ``SeedSequence(seed).spawn(B)[b]`` (independent of ``B``), split
+    into one generator for action noise and one for initial states.
+    """
+    noise, reset = [], []
+    for b in columns:
+        child = np.random.SeedSequence(seed, spawn_key=(int(b),))
+        a, r = child.spawn(2)
+        noise.append(np.random.Generator(np.random.PCG64(a)))
+        reset.append(np.random.Generator(np.random.PCG64(r)))
+    return noise, reset
+
+
+class GymEnvBatch:
+    """The generic path: N Gymnasium envs of a task sampler, stepped one by one via ``env.step``.
+
+    Each env is built by ``sampler.make_env(task)`` (and rebuilt when its column's task changes).
+    Reset seeds come from the column's generator. ``info["truncated"]`` of a step carries the
+    env's own truncation (e.g. a ``TimeLimit``).
+    """
+
+    def __init__(self, sampler: TaskSampler, num_envs: int) -> None:
+        self.sampler = sampler
+        self.num_envs = num_envs
+        self.envs: list[gym.Env | None] = [None] * num_envs
+        self._tasks: list[Task | None] = [None] * num_envs
+
+    def set_tasks(
+        self, tasks: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None
+    ) -> None:
+        idx = range(self.num_envs) if indices is None else indices
+        for j, i in enumerate(idx):
+            given = tasks[j]
+            task = given if isinstance(given, Task) else Task(given)
+            if self.envs[i] is None or self._tasks[i] != task:
+                old = self.envs[i]
+                if old is not None:
+                    old.close()
+                self.envs[i] = self.sampler.make_env(task)
+                self._tasks[i] = task
+
+    def _env(self, i: int) -> gym.Env:
+        env = self.envs[i]
+        if env is None:
+            raise RuntimeError("GymEnvBatch: set_tasks before reset")
+        return env
+
+    def reset(
+        self, rngs: Sequence[np.random.Generator], indices: Sequence[int] | None = None
+    ) -> Array:
+        idx = range(self.num_envs) if indices is None else indices
+        obs = [self._env(i).reset(seed=int(rngs[j].integers(2**31)))[0] for j, i in enumerate(idx)]
+        return np.asarray(obs, dtype=np.float64).reshape(len(obs), -1)
+
+    def step(self, actions: Array, indices: Sequence[int] | None = None) -> BatchStep:
+        idx = range(self.num_envs) if indices is None else indices
+        obs, rew, term, trunc = [], [], [], []
+        for j, i in enumerate(idx):
+            o, r, te, tr, _ = self._env(i).step(actions[j])
+            obs.append(o)
+            rew.append(r)
+            term.append(te)
+            trunc.append(tr)
+        return BatchStep(
+            obs=np.asarray(obs, dtype=np.float64).reshape(len(obs), -1),
+            reward=np.asarray(rew, dtype=np.float64),
+            terminated=np.asarray(term, dtype=bool),
+            terms={},
+            info={"truncated": np.asarray(trunc, dtype=bool)},
+        )
+
+    def warning_views(self) -> list[Array] | None:
+        datas = [getattr(e.unwrapped, "data", None) if e is not None else None for e in self.envs]
+        if any(not isinstance(d, mujoco.MjData) for d in datas):
+            return None
+        return [d.warning.number for d in datas]  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        for env in self.envs:
+            if env is not None:
+                env.close()
+
+
+def env_spaces(source: EnvSource) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """``(observation_space, action_space)`` of a family or task sampler (Box spaces only)."""
+    obs_space = getattr(source, "observation_space", None)
+    act_space = getattr(source, "action_space", None)
+    if obs_space is None or act_space is None:
+        probe = source.make_env(None)
+        obs_space, act_space = probe.observation_space, probe.action_space
+        probe.close()
+    for what, space in (("observation", obs_space), ("action", act_space)):
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise ValueError(f"the sampler needs a flat Box {what} space, got {space}")
+    return obs_space, act_space  # type: ignore[return-value]
+
+
+class RolloutWorker:
+    """Steps one worker's columns for whole batches.
+
+    Args:
+        source: a :class:`~metarl.envs.TaskFamily` (fast path) or any task sampler with
+            ``make_env`` (generic Gymnasium path).
+        policy: the policy module (its parameters are replaced per batch by the job's).
+        horizon: steps per episode (default: the family's).
+        fast_path: evaluate a GaussianMLPPolicy with the numpy MLP evaluator.
+    """
+
+    def __init__(
+        self, source: EnvSource, policy: nn.Module, horizon: int, fast_path: bool = True
+    ) -> None:
+        self.source = source
+        self.policy = policy
+        self.horizon = horizon
+        self.fast_path = fast_path
+        obs_space, act_space = env_spaces(source)
+        self.obs_dim = int(obs_space.shape[0])
+        self.act_dim = int(act_space.shape[0])
+        self.low = np.asarray(act_space.low, dtype=np.float64)
+        self.high = np.asarray(act_space.high, dtype=np.float64)
+        self._batches: dict[int, tuple[_EnvBatch, list[Array] | None]] = {}
+
+    def _env_batch(self, n: int) -> tuple[_EnvBatch, list[Array] | None]:
+        if n not in self._batches:
+            if isinstance(self.source, TaskFamily):
+                batch: Any = self.source.make_batch(n)
+                datas = getattr(batch, "datas", None)
+                views = [d.warning.number for d in datas] if datas is not None else None
+            else:
+                batch = GymEnvBatch(self.source, n)
+                views = None
+            self._batches[n] = (batch, views)
+        return self._batches[n]
+
+    def run(self, job: Job) -> dict[str, Array]:
+        """Sample the job's columns; returns ``[T, n, ...]`` and ``[n, ...]`` numpy arrays."""
+        torch.set_num_threads(1)
+        G, E, M, H = len(job.tasks), job.episodes_per_task, job.episodes_per_trial, self.horizon
+        n, T, A = G * E, H * M, self.act_dim
+        env, views = self._env_batch(n)
+        env.set_tasks([task for task in job.tasks for _ in range(E)])
+        if isinstance(env, GymEnvBatch):
+            views = env.warning_views()
+        first = job.first_task * E
+        noise_rngs, reset_rngs = column_rngs(job.seed, range(first, first + n))
+        eps = np.empty((T, n, A), dtype=np.float32)
+        for j, rng in enumerate(noise_rngs):
+            eps[:, j] = rng.standard_normal((T, A), dtype=np.float32)
+        step = make_policy_step(self.policy, job.params, G, E, A, self.fast_path)
+        step.begin(eps)
+
+        obs_buf = np.zeros((T, n, self.obs_dim), dtype=np.float32)
+        act_buf = np.zeros((T, n, A), dtype=np.float32)
+        rew_buf = np.zeros((T, n), dtype=np.float64)
+        logp_buf = np.zeros((T, n), dtype=np.float32)
+        term_buf = np.zeros((T, n), dtype=bool)
+        trunc_buf = np.zeros((T, n), dtype=bool)
+        valid = np.zeros((T, n), dtype=bool)
+        ep_id = np.zeros((T, n), dtype=np.int64)
+        ep_start = np.zeros((T, n), dtype=bool)
+        last_obs = np.zeros((n, self.obs_dim), dtype=np.float32)
+        unstable = np.zeros(n, dtype=bool)
+        ep_ret = np.zeros((n, M), dtype=np.float64)
+        ep_len = np.zeros((n, M), dtype=np.int64)
+
+        obs = np.array(env.reset(reset_rngs), dtype=np.float64)
+        t_ep = np.zeros(n, dtype=np.int64)
+        episode = np.zeros(n, dtype=np.int64)
+        live = np.ones(n, dtype=bool)
+        live_idx = np.arange(n)
+        all_live = True
+        prev_action = np.zeros((n, A), dtype=np.float32)
+        prev_reward = np.zeros(n, dtype=np.float64)
+        prev_done = np.zeros(n, dtype=bool)
+        low, high = self.low, self.high
+        pos_warn, vel_warn, acc_warn = _UNSTABLE_WARNINGS
+
+        for t in range(T):
+            actions, log_probs = step.act(t, obs, prev_action, prev_reward, prev_done)
+            idx: Any = slice(None) if all_live else live_idx
+            live_obs = obs if all_live else obs[live_idx]
+            live_act = actions if all_live else actions[live_idx]
+            obs_buf[t, idx] = live_obs
+            act_buf[t, idx] = live_act
+            logp_buf[t, idx] = log_probs if all_live else log_probs[live_idx]
+            valid[t, idx] = True
+            ep_id[t, idx] = episode if all_live else episode[live_idx]
+            ep_start[t, idx] = (t_ep == 0) if all_live else (t_ep[live_idx] == 0)
+
+            result = env.step(np.clip(live_act, low, high), None if all_live else live_idx)  # type: ignore[arg-type]
+            next_obs, reward = result.obs, result.reward
+            bad = ~(np.isfinite(next_obs).all(axis=1) & np.isfinite(reward))
+            if views is not None:
+                # MuJoCo resets an env whose state blew up and counts a warning instead.
+                for j, i in enumerate(live_idx):
+                    w = views[i]
+                    if w[pos_warn] or w[vel_warn] or w[acc_warn]:
+                        bad[j] = True
+            terminated = result.terminated & ~bad
+            t_ep[idx] += 1
+            at_horizon = t_ep[idx] >= H
+            env_trunc = result.info.get("truncated")
+            cut = at_horizon if env_trunc is None else (at_horizon | env_trunc)
+            truncated = cut & ~terminated & ~bad
+            reward = np.where(bad, 0.0, reward)
+            rew_buf[t, idx] = reward
+            term_buf[t, idx] = terminated
+            trunc_buf[t, idx] = truncated
+            cols = live_idx
+            ep_ret[cols, episode[cols]] += reward
+            ep_len[cols, episode[cols]] += ~bad
+            if bad.any():
+                # The blown-up step is dropped; the episode ends at the step before it.
+                broken = cols[bad]
+                valid[t, broken] = False
+                obs_buf[t, broken] = 0.0
+                act_buf[t, broken] = 0.0
+                logp_buf[t, broken] = 0.0
+                ep_id[t, broken] = 0
+                ep_start[t, broken] = False
+                started = t_ep[broken] > 1
+                if t > 0:
+                    trunc_buf[t - 1, broken[started]] = True
+                last_obs[broken] = obs[broken]
+                unstable[broken] = True
+                live[broken] = False
+                next_obs = np.where(bad[:, None], obs[cols], next_obs)
+            obs[cols] = next_obs
+            ended = (terminated | truncated) & ~bad
+            if ended.any():
+                done_cols = cols[ended]
+                more = episode[done_cols] + 1 < M
+                again = done_cols[more]
+                finished = done_cols[~more]
+                last_obs[finished] = next_obs[ended][~more]
+                live[finished] = False
+                if again.size:
+                    obs[again] = env.reset([reset_rngs[i] for i in again], again)
+                    episode[again] += 1
+                    t_ep[again] = 0
+            if step.recurrent:
+                prev_action = actions
+                prev_reward = np.zeros(n)
+                prev_reward[cols] = reward
+                prev_done = np.zeros(n, dtype=bool)
+                prev_done[cols] = ended
+            if not live.all():
+                all_live = False
+                live_idx = np.flatnonzero(live)
+                if live_idx.size == 0:
+                    break
+
+        return {
+            "obs": obs_buf,
+            "actions": act_buf,
+            "rewards": rew_buf.astype(np.float32),
+            "log_probs": logp_buf,
+            "terminated": term_buf,
+            "truncated": trunc_buf,
+            "valid": valid,
+            "episode_id": ep_id,
+            "episode_start": ep_start,
+            "last_obs": last_obs,
+            "returns": ep_ret.sum(axis=1).astype(np.float32),
+            "lengths": ep_len.sum(axis=1),
+            "unstable": unstable,
+            "episode_returns": ep_ret.astype(np.float32),
+            "episode_lengths": ep_len,
+        }
+
+    def close(self) -> None:
+        for batch, _ in self._batches.values():
+            batch.close()
+        self._batches.clear()
