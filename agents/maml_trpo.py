@@ -36,7 +36,7 @@ from metarl.optim import (
     hessian_vector_product,
 )
 from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob
-from metarl.sampling.batch import EpisodeBatch
+from metarl.sampling import EpisodeBatch
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
@@ -342,7 +342,7 @@ class MAMLTRPO(MetaAgent):
             "trpo/kl": float(kl_value),
             "trpo/accepted": float(accepted),
             "trpo/step_fraction": float(fraction),
-            "policy/std": float(self.policy.log_std.exp().mean()),
+            "policy/std": self.policy.log_std.detach().exp().mean().item(),
             "env_steps": float(steps),
             "time/sampling": sample_time,
             "time/optimization": opt_time,

@@ -64,7 +64,9 @@ def _train(argv: Sequence[str]) -> int:
         description=f"Meta-train {algo}: run settings, then {agent_cls.config_cls.__name__}.",
         config=(tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff),
     )
-    run_dir = train(algo, args.run, args.config)  # type: ignore[attr-defined]
+    explicit = any(a == "--iterations" or a.startswith("--iterations=") for a in rest)
+    iterations = args.config.iterations if explicit else None  # type: ignore[attr-defined]
+    run_dir = train(algo, args.run, args.config, iterations=iterations)  # type: ignore[attr-defined]
     print(f"run folder: {run_dir}")
     return 0
 
@@ -109,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # tyro reports bad flags (and --help) this way
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -34,7 +34,10 @@ from metarl.runs import (
     save_checkpoint,
 )
 
-__all__ = ["RunArgs", "agent_registry", "build_agent", "train"]
+if TYPE_CHECKING:
+    from metarl.sampling import Sampler
+
+__all__ = ["RunArgs", "agent_registry", "build_agent", "make_sampler", "train"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,6 @@ class RunArgs:
     """Episode length in env steps; None: the variant's."""
     preset: str = "quick"
     """Hyperparameter preset of the algorithm for this family (e.g. quick, paper)."""
-    iterations: int | None = None
-    """Meta-iterations to run in total; None: the preset's."""
     seed: int = 0
     """Seed of every random stream of the run."""
     run_dir: Path | None = None
@@ -98,7 +99,7 @@ def _check_run_args(run: RunArgs, iterations: int) -> None:
         raise ValueError(f"num_workers must be at least 1, got {run.num_workers}")
 
 
-def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any, dict[str, Any]]:
+def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any]:
     """Check a --resume folder and return the run settings and config it was made with."""
     assert run.resume is not None
     saved = read_run_config(run.resume)
@@ -112,34 +113,36 @@ def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any,
     for key in ("run_dir", "resume"):
         fields.pop(key, None)
     resumed = RunArgs(**{**fields, "run_dir": Path(run.resume), "resume": Path(run.resume),
-                         "iterations": run.iterations or saved_run.get("iterations"),
                          "progress": run.progress, "device": run.device,
                          "backend": run.backend, "num_workers": run.num_workers})
     saved_config = config_from_dict(type(config), saved["config"])
-    return resumed, saved_config, saved
+    return resumed, saved_config
 
 
-def train(algo: str, run: RunArgs, config: Any) -> Path:
+def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -> Path:
     """Meta-train ``algo`` with ``config`` as ``run`` says; returns the run folder.
+
+    ``iterations`` overrides ``config.iterations`` (the total to reach); with ``run.resume`` the
+    saved config is used and ``iterations`` may extend it.
 
     Raises:
         ValueError: unknown algorithm or family, impossible settings, or a ``--resume`` folder
             that is not a run of this algorithm and family — all before any work.
     """
     from metarl.envs import FamilyTaskSampler, make_family
-    from metarl.sampling import make_sampler
 
     agent_cls = _agent_class(algo)
     if run.resume is not None:
-        run, config, _ = _resolve_resume(algo, run, config)
-    iterations = int(run.iterations if run.iterations is not None else config.iterations)
+        run, config = _resolve_resume(algo, run, config)
+    if iterations is not None and iterations != config.iterations:
+        config = replace(config, iterations=int(iterations))
+    iterations = int(config.iterations)
     _check_run_args(run, iterations)
-    run = replace(run, iterations=iterations)
     family = make_family(run.env, variant=run.variant, horizon=run.horizon)
     device = resolve_device(run.device)
+    torch.manual_seed(run.seed)  # the policy's initialization
     agent = agent_cls(config, family.observation_space, family.action_space, device)
     rng = np.random.default_rng(run.seed)
-    torch.manual_seed(run.seed)
     start = 0
     if run.resume is not None:
         run_dir = Path(run.resume)
@@ -193,6 +196,20 @@ def train(algo: str, run: RunArgs, config: Any) -> Path:
         logger.close()
         sampler.close()
     return run_dir
+
+
+def make_sampler(source: Any, policy: torch.nn.Module, backend: str = "inline",
+                 num_workers: int = 1) -> Sampler:
+    """The sampler backend ``backend`` (inline, processes, ray) for ``source`` and ``policy``."""
+    from metarl.sampling import InlineSampler, ProcessSampler, RaySampler
+
+    if backend == "inline":
+        return InlineSampler(source, policy)
+    if backend == "processes":
+        return ProcessSampler(source, policy, num_workers=num_workers)
+    if backend == "ray":
+        return RaySampler(source, policy, num_workers=num_workers)
+    raise ValueError(f"unknown sampler backend {backend!r}; choose inline, processes or ray")
 
 
 def _progress(enabled: bool, start: int, total: int, desc: str) -> Any:
