@@ -44,6 +44,24 @@ def _check_gamma(gamma: float, gae_lambda: float = 1.0) -> None:
         raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}")
 
 
+def _next_valid(mask: Tensor) -> Tensor:
+    """``mask[t + 1]`` (0 after the last row): whether step ``t`` continues at ``t + 1``."""
+    return torch.cat([mask[1:], torch.zeros_like(mask[:1])])
+
+
+def _reverse_scan(base: Tensor, coef: Tensor) -> Tensor:
+    """``out[t] = base[t] + coef[t] * out[t + 1]`` backwards over ``T`` (``out[T] = 0``).
+
+    All the per-step algebra is done vectorized beforehand, so the loop is one fused
+    multiply-add kernel per step (this matters on a GPU, where launches dominate).
+    """
+    out = torch.empty_like(base)
+    out[-1] = base[-1]
+    for t in range(base.shape[0] - 2, -1, -1):
+        torch.addcmul(base[t], coef[t], out[t + 1], out=out[t])
+    return out
+
+
 def _bootstrap(
     like: Tensor, mask: Tensor, last_values: Tensor | None, terminated: Tensor | None
 ) -> tuple[Tensor, Tensor]:
@@ -68,8 +86,7 @@ def _bootstrap(
         term = terminated.to(device=like.device, dtype=like.dtype)
         if term.shape == (B,):
             # Per column: the episode terminated at its last valid step.
-            next_valid = torch.cat([mask[1:], torch.zeros_like(mask[:1])])
-            last_step = mask * (1.0 - next_valid)
+            last_step = mask * (1.0 - _next_valid(mask))
             term = last_step * term
         elif term.shape != (T, B):
             raise ValueError(
@@ -90,7 +107,7 @@ def discounted_returns(
     """Discounted returns-to-go ``R_t = r_t + gamma * R_{t+1}`` within each episode.
 
     Args:
-        rewards: ``[T, B]`` rewards.
+        rewards: ``[T, B]`` rewards (constants: no gradient flows).
         valid: ``[T, B]`` mask, 1 (or True) for real steps, 0 for padding.
         gamma: discount factor in ``[0, 1]``.
         last_values: optional ``[B]`` value of the observation after each episode's last valid
@@ -104,18 +121,12 @@ def discounted_returns(
     _check_batch("rewards", rewards, valid)
     _check_gamma(gamma)
     mask = valid.to(rewards.dtype)
-    r = torch.where(mask > 0, rewards, torch.zeros_like(rewards))
+    r = torch.where(mask > 0, rewards.detach(), torch.zeros_like(rewards))
     end_value, not_term = _bootstrap(r, mask, last_values, terminated)
-    T = r.shape[0]
-    out = torch.zeros_like(r)
-    running = torch.zeros_like(r[0])
-    for t in range(T - 1, -1, -1):
-        next_valid = mask[t + 1] if t + 1 < T else torch.zeros_like(mask[t])
-        # After the last valid step the "next return" is the bootstrap value.
-        following = next_valid * running + (1.0 - next_valid) * end_value[t]
-        running = mask[t] * (r[t] + gamma * not_term[t] * following)
-        out[t] = running
-    return out
+    next_valid = _next_valid(mask)
+    # After the last valid step the "next return" is the bootstrap value.
+    base = mask * (r + gamma * not_term * (1.0 - next_valid) * end_value)
+    return _reverse_scan(base, mask * gamma * not_term * next_valid)
 
 
 def gae(
@@ -134,8 +145,8 @@ def gae(
     ``last_values`` (0 if not given or if the episode terminated).
 
     Args:
-        rewards: ``[T, B]`` rewards.
-        values: ``[T, B]`` value estimates ``V(s_t)`` (treated as constants: no gradient flows).
+        rewards: ``[T, B]`` rewards (constants).
+        values: ``[T, B]`` value estimates ``V(s_t)`` (constants: no gradient flows).
         valid: ``[T, B]`` mask, 1 (or True) for real steps, 0 for padding.
         gamma: discount factor in ``[0, 1]``.
         gae_lambda: GAE lambda in ``[0, 1]`` (1: Monte-Carlo returns minus values; 0: TD(0)).
@@ -157,23 +168,15 @@ def gae(
     _check_gamma(gamma, gae_lambda)
     mask = valid.to(rewards.dtype)
     zeros = torch.zeros_like(rewards)
-    r = torch.where(mask > 0, rewards, zeros)
+    r = torch.where(mask > 0, rewards.detach(), zeros)
     v = torch.where(mask > 0, values.detach().to(rewards.dtype), zeros)
     lv = None if last_values is None else last_values.detach()
     end_value, not_term = _bootstrap(r, mask, lv, terminated)
-    T = r.shape[0]
-    adv = torch.zeros_like(r)
-    running = torch.zeros_like(r[0])
-    for t in range(T - 1, -1, -1):
-        if t + 1 < T:
-            next_valid = mask[t + 1]
-            next_value = next_valid * v[t + 1] + (1.0 - next_valid) * end_value[t]
-        else:
-            next_valid = torch.zeros_like(mask[t])
-            next_value = end_value[t]
-        delta = r[t] + gamma * not_term[t] * next_value - v[t]
-        running = mask[t] * (delta + gamma * gae_lambda * not_term[t] * next_valid * running)
-        adv[t] = running
+    next_valid = _next_valid(mask)
+    next_v = torch.cat([v[1:], torch.zeros_like(v[:1])])
+    next_value = next_valid * next_v + (1.0 - next_valid) * end_value
+    delta = mask * (r + gamma * not_term * next_value - v)
+    adv = _reverse_scan(delta, mask * (gamma * gae_lambda) * not_term * next_valid)
     return adv, adv + v
 
 

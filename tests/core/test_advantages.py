@@ -167,3 +167,9 @@ def test_cuda_matches_cpu() -> None:
         normalize_advantages(cuda[0], valid.cuda(), groups=4).cpu(),
         normalize_advantages(cpu[0], valid, groups=4),
     )
+
+
+def test_rewards_requiring_grad_are_treated_as_constants() -> None:
+    rewards = REWARDS.nan_to_num().clone().requires_grad_()
+    out = discounted_returns(rewards, VALID, 0.5)
+    assert not out.requires_grad
