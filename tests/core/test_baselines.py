@@ -99,3 +99,15 @@ def test_bad_input_and_state_round_trip() -> None:
     restored = LinearFeatureBaseline()
     restored.load_state_dict(baseline.state_dict())
     assert restored.state_dict() == {"reg_coeff": 1e-3, "max_tries": 3}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    gen = torch.Generator().manual_seed(4)
+    obs, valid = _batch(gen, T=100, B=12, dtype=torch.float32)
+    returns = torch.randn(100, 12, generator=gen).cumsum(0)
+    cpu = LinearFeatureBaseline().fit_predict(obs, returns, valid, groups=3)
+    cuda = LinearFeatureBaseline().fit_predict(obs.cuda(), returns.cuda(), valid.cuda(), groups=3)
+    assert cuda.device.type == "cuda" and cuda.dtype == torch.float32
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-5, atol=1e-4)

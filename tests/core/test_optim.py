@@ -74,7 +74,7 @@ def test_conjugate_gradient_solves_random_spd_system() -> None:
 
 def _nonquadratic(p: dict[str, torch.Tensor]) -> torch.Tensor:
     w, c = p["w"], p["c"]
-    x = torch.linspace(-1.0, 1.0, 5, dtype=F64)
+    x = torch.linspace(-1.0, 1.0, 5, dtype=F64, device=w.device)
     return torch.tanh(w @ x + c).pow(2).sum() + (w.exp() * c.sum()).sum() + c.pow(4).sum()
 
 
@@ -229,3 +229,31 @@ def test_line_search_accept_ratio_uses_expected_improvement() -> None:
         backtracking_line_search(loss_fn, kl_fn, params, step, 2.0, max_kl=0.0)
     with pytest.raises(ValueError, match="full_step must be a flat vector of 2"):
         backtracking_line_search(loss_fn, kl_fn, params, step[:1], 2.0, max_kl=1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_hvp_cg_and_line_search_match_cpu() -> None:
+    gen = torch.Generator().manual_seed(5)
+    cpu = {
+        "w": torch.randn(3, 5, generator=gen, dtype=F64).requires_grad_(),
+        "c": torch.randn(3, generator=gen, dtype=F64).requires_grad_(),
+    }
+    cuda = {k: v.detach().cuda().requires_grad_() for k, v in cpu.items()}
+    v = torch.randn(18, generator=gen, dtype=F64)
+    hv_cpu = hessian_vector_product(_nonquadratic, cpu, 0.1)(v)
+    hv_cuda = hessian_vector_product(_nonquadratic, cuda, 0.1)(v.cuda())
+    assert hv_cuda.device.type == "cuda"
+    torch.testing.assert_close(hv_cuda.cpu(), hv_cpu)
+    A = _spd(20, 6)
+    b = torch.ones(20, dtype=F64)
+    x = conjugate_gradient(lambda p: A.cuda() @ p, b.cuda(), iters=20)
+    assert x.device.type == "cuda"
+    torch.testing.assert_close(x.cpu(), torch.linalg.solve(A, b), rtol=0, atol=1e-6)
+    loss_fn = lambda p: p["c"].pow(2).sum()  # noqa: E731
+    kl_fn = lambda p: (p["c"] - cuda["c"].detach()).pow(2).sum()  # noqa: E731
+    step = -torch.cat([torch.zeros(15, dtype=F64), cpu["c"].detach()]).cuda()
+    # KL(f) = f^2 |c|^2 with |c|^2 = 1.26 here: 0.8**3 is the first fraction under 0.5.
+    result = backtracking_line_search(loss_fn, kl_fn, cuda, step, 1.0, max_kl=0.5)
+    assert result.accepted and result.kl <= 0.5 and result.tries == 4
+    assert all(p.device.type == "cuda" for p in result.params.values())

@@ -117,3 +117,22 @@ def test_minibatch_indices_partition_and_determinism() -> None:
     assert not torch.equal(torch.cat(parts), torch.cat(other))
     with pytest.raises(ValueError, match="num_minibatches must be in"):
         minibatch_indices(4, 5, torch.Generator())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_losses_match_cpu() -> None:
+    new, old = _log_probs()
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    cpu_loss, cpu_metrics = clipped_surrogate(new.detach(), old, ADV, 0.2, mask)
+    gpu_loss, gpu_metrics = clipped_surrogate(
+        new.detach().cuda(), old.cuda(), ADV.cuda(), 0.2, mask.cuda()
+    )
+    assert gpu_loss.device.type == "cuda"
+    torch.testing.assert_close(gpu_loss.cpu(), cpu_loss)
+    for key, value in cpu_metrics.items():
+        torch.testing.assert_close(gpu_metrics[key].cpu(), value)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    parts = minibatch_indices(10, 2, gen)
+    assert parts[0].device.type == "cuda"
+    assert sorted(torch.cat(parts).tolist()) == list(range(10))
