@@ -135,7 +135,7 @@ class ProcessSampler(Sampler):
             replies = self._gather(
                 list(range(num_workers)), "start-up", None, max(self.timeout, STARTUP_TIMEOUT)
             )
-            self.pids = [int(pid) for _, pid in replies]
+            self.pids = [int(pid) for pid in replies]
         except BaseException:
             self.close()
             raise
