@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "BatchedAdam",
     "LineSearchResult",
     "backtracking_line_search",
     "conjugate_gradient",
@@ -276,3 +277,111 @@ def backtracking_line_search(
                 if math.isfinite(kl) and kl <= max_kl:
                     return LineSearchResult(True, candidate, fraction, loss, kl, loss0, i + 1)
     return LineSearchResult(False, params, 0.0, loss0, 0.0, loss0, max_steps)
+
+
+class BatchedAdam:
+    """Adam (Kingma & Ba 2015) for ``K`` independent parameter sets stacked on a leading task axis.
+
+    Parameters are name -> tensor dicts with shapes ``[K, ...]``; task ``k`` gets its own
+    moments and step count, exactly as ``K`` separate :class:`torch.optim.Adam` instances (no
+    weight decay, no amsgrad) would, but in one tensor operation per parameter. Functional: a
+    step returns new parameter tensors and replaces the moment tensors instead of writing into
+    them, so :meth:`copy` is cheap and an old copy stays valid.
+
+    Args:
+        params: ``[K, ...]`` tensors (only their shapes, dtypes and devices are used).
+        lr: step size, ``> 0``.
+        betas: moment decay rates, each in ``[0, 1)``.
+        eps: added to the root of the second moment, ``>= 0``.
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+        if eps < 0:
+            raise ValueError(f"eps must be non-negative, got {eps}")
+        if not params:
+            raise ValueError("BatchedAdam needs at least one parameter tensor")
+        sizes = {k: (v.shape[0] if v.dim() else None) for k, v in params.items()}
+        if len(set(sizes.values())) != 1 or None in sizes.values():
+            raise ValueError(f"every parameter needs the same leading task axis [K, ...]: {sizes}")
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.num_tasks = int(next(iter(sizes.values())))  # type: ignore[arg-type]
+        self.exp_avg = {
+            k: torch.zeros_like(v, memory_format=torch.contiguous_format) for k, v in params.items()
+        }
+        self.exp_avg_sq = {
+            k: torch.zeros_like(v, memory_format=torch.contiguous_format) for k, v in params.items()
+        }
+        first = next(iter(params.values()))
+        self.steps = torch.zeros(self.num_tasks, dtype=torch.int64, device=first.device)
+        """``[K]`` updates taken by each task."""
+
+    def copy(self) -> BatchedAdam:
+        """An independent optimizer in the same state (tensors are shared, never mutated)."""
+        new = object.__new__(BatchedAdam)
+        new.__dict__.update(self.__dict__)
+        new.exp_avg, new.exp_avg_sq = dict(self.exp_avg), dict(self.exp_avg_sq)
+        return new
+
+    @torch.no_grad()
+    def step(
+        self,
+        params: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor],
+        active: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """One Adam update of every task whose ``active`` flag is set.
+
+        Args:
+            params: ``[K, ...]`` current parameters.
+            grads: ``[K, ...]`` their gradients (same keys).
+            active: optional ``[K]`` bool; inactive tasks keep their parameters, moments and
+                step count (how a non-finite update is skipped).
+
+        Returns:
+            The new ``[K, ...]`` parameters (fresh tensors, detached).
+        """
+        if set(params) != set(self.exp_avg) or set(grads) != set(self.exp_avg):
+            raise ValueError(
+                f"params and grads must have the optimizer's keys {sorted(self.exp_avg)}, got "
+                f"{sorted(params)} and {sorted(grads)}"
+            )
+        K = self.num_tasks
+        on = (
+            torch.ones(K, dtype=torch.bool, device=self.steps.device)
+            if active is None
+            else active.to(device=self.steps.device, dtype=torch.bool)
+        )
+        if on.shape != (K,):
+            raise ValueError(f"active must have shape [K] = ({K},), got {tuple(on.shape)}")
+        beta1, beta2 = self.betas
+        steps = self.steps + on.to(torch.int64)
+        t = steps.clamp_min(1).to(torch.float64)
+        # Bias corrections as torch.optim.Adam computes them (in double precision).
+        step_size = self.lr / (1.0 - beta1**t)
+        bc2_sqrt = torch.sqrt(1.0 - beta2**t)
+        new_params: dict[str, Tensor] = {}
+        for name, p in params.items():
+            g = grads[name]
+            if g.shape != p.shape:
+                raise ValueError(f"grad {name!r} has shape {tuple(g.shape)}, not {tuple(p.shape)}")
+            view = (K,) + (1,) * (p.dim() - 1)
+            mask = on.view(view)
+            m = torch.lerp(self.exp_avg[name], g, 1.0 - beta1)
+            v = self.exp_avg_sq[name] * beta2 + (1.0 - beta2) * g * g
+            denom = v.sqrt() / bc2_sqrt.to(p.dtype).view(view) + self.eps
+            updated = p - step_size.to(p.dtype).view(view) * (m / denom)
+            new_params[name] = torch.where(mask, updated, p).detach()
+            self.exp_avg[name] = torch.where(mask, m, self.exp_avg[name])
+            self.exp_avg_sq[name] = torch.where(mask, v, self.exp_avg_sq[name])
+        self.steps = steps
+        return new_params
