@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from metarl.agent import MetaAgent
 from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from metarl.agents.reptile_ppo import ReptilePPO, ReptilePPOConfig
 
-AGENTS: dict[str, type[MetaAgent]] = {cls.name: cls for cls in (MAMLTRPO,)}
+AGENTS: dict[str, type[MetaAgent]] = {cls.name: cls for cls in (MAMLTRPO, ReptilePPO)}
 
-__all__ = ["AGENTS", "MAMLTRPO", "MAMLTRPOConfig"]
+__all__ = ["AGENTS", "MAMLTRPO", "MAMLTRPOConfig", "ReptilePPO", "ReptilePPOConfig"]

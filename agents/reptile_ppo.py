@@ -1,0 +1,662 @@
+"""Reptile-PPO: a first-order meta-learner over PPO inner loops.
+
+Reptile (Nichol et al. 2018, https://arxiv.org/abs/1803.02999) needs no second-order
+gradients: for each task it trains a copy of the meta-parameters ``theta`` for a few steps and
+then moves ``theta`` toward the average of the adapted copies,
+``theta += meta_lr_t * (mean_k theta_k - theta)``, with ``meta_lr_t`` annealed linearly over
+training as in the paper. Here the inner loop is PPO (Schulman et al. 2017): per task, start
+from ``theta`` (policy and value network) with a fresh Adam, then ``num_adapt_steps`` rounds of
+(collect ``episodes_per_task`` episodes, ``ppo_epochs`` epochs of minibatch updates).
+
+All tasks of a meta-batch advance together: one sampler call per round with per-task
+parameters, and batched PPO updates: parameters stacked on a leading task axis ``[K, ...]``,
+losses evaluated with ``torch.func.vmap(functional_call)``, every task's gradient from one
+backward pass of the sum of the (separable) per-task losses, per-task gradient clipping and a
+:class:`~metarl.optim.BatchedAdam`. The result equals ``K`` sequential PPO runs with
+``torch.optim.Adam`` (tested to ~1e-6).
+
+Minibatches index the ``T * E`` step slots of a task (padding included, masked out of the
+means), so every task's minibatches have one shape; a task whose episodes end early has fewer
+valid steps per minibatch. Meta-test adaptation is the same inner loop: :meth:`ReptilePPO.adapt`
+runs one round of PPO epochs and carries the value network and the Adam moments to the next
+round in :attr:`AdaptedPolicy.state`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from metarl.advantages import gae, normalize_advantages
+from metarl.agent import AdaptedPolicy, MetaAgent
+from metarl.optim import BatchedAdam
+from metarl.policies import GaussianMLPPolicy, MLPValue, Params, gaussian_entropy, gaussian_log_prob
+from metarl.ppo import clipped_surrogate, entropy_bonus, minibatch_indices, value_loss
+from metarl.sampling.batch import EpisodeBatch
+from metarl.tasks import Task
+
+if TYPE_CHECKING:
+    from metarl.sampling import Sampler
+
+__all__ = [
+    "InnerState",
+    "ReptilePPO",
+    "ReptilePPOConfig",
+    "clip_grad_norm_per_task",
+    "meta_lr_at",
+    "minibatch_plan",
+    "reptile_update",
+]
+
+POLICY, VALUE = "policy.", "value."
+"""Key prefixes of the policy's and the value network's parameters in a combined dict."""
+
+
+@dataclass(frozen=True)
+class ReptilePPOConfig:
+    """Hyperparameters of Reptile-PPO (defaults: a HalfCheetah-sized run)."""
+
+    iterations: int = 500
+    """Meta-iterations of a full run."""
+    meta_batch_size: int = 20
+    """Tasks per meta-iteration."""
+    episodes_per_task: int = 10
+    """Episodes sampled per task in each inner round."""
+    num_adapt_steps: int = 3
+    """Inner rounds per task: each collects episodes, then runs ``ppo_epochs`` epochs."""
+    ppo_epochs: int = 4
+    """PPO epochs over each round's episodes."""
+    num_minibatches: int = 4
+    """Minibatches per epoch and task (over the ``horizon * episodes_per_task`` step slots)."""
+    adapt_lr: float = 1e-3
+    """Inner Adam step size."""
+    adam_eps: float = 1e-5
+    """Inner Adam epsilon (cleanrl's 1e-5)."""
+    meta_lr: float = 1.0
+    """Reptile outer step size at the first iteration (the paper's 1.0)."""
+    meta_lr_final: float = 0.0
+    """Outer step size after ``anneal_iterations`` (linear annealing; the paper anneals to 0)."""
+    anneal_iterations: int = 500
+    """Meta-iterations over which ``meta_lr`` falls to ``meta_lr_final`` (then stays there).
+    Its own setting, not ``iterations``, so extending a run on resume keeps the schedule."""
+    clip_coef: float = 0.2
+    """PPO's clipping epsilon."""
+    clip_vloss: bool = False
+    """Clip the value loss around the values at collection time (PPO2 style)."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    max_grad_norm: float = 0.5
+    """Per-task gradient-norm clip, applied to the policy and the value network separately."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this for the value targets and advantages (not the metrics)."""
+    normalize_advantages: bool = True
+    """Normalize advantages per task and round."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Policy MLP widths."""
+    value_hidden_sizes: tuple[int, ...] = (64, 64)
+    """Value MLP widths."""
+    activation: str = "tanh"
+    """Activation of both networks: tanh, relu or elu."""
+    init_std: float = 1.0
+    """Initial action standard deviation."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.iterations >= 1, "iterations must be >= 1"),
+            (self.meta_batch_size >= 1, "meta_batch_size must be >= 1"),
+            (self.episodes_per_task >= 1, "episodes_per_task must be >= 1"),
+            (self.num_adapt_steps >= 1, "num_adapt_steps must be >= 1"),
+            (self.ppo_epochs >= 1, "ppo_epochs must be >= 1"),
+            (self.num_minibatches >= 1, "num_minibatches must be >= 1"),
+            (self.adapt_lr > 0, "adapt_lr must be > 0"),
+            (self.adam_eps >= 0, "adam_eps must be >= 0"),
+            (0 < self.meta_lr <= 1, "meta_lr must be in (0, 1]"),
+            (0 <= self.meta_lr_final <= self.meta_lr, "meta_lr_final must be in [0, meta_lr]"),
+            (self.anneal_iterations >= 1, "anneal_iterations must be >= 1"),
+            (self.clip_coef > 0, "clip_coef must be > 0"),
+            (self.vf_coef >= 0, "vf_coef must be >= 0"),
+            (self.ent_coef >= 0, "ent_coef must be >= 0"),
+            (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
+            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
+            (0 <= self.gae_lambda <= 1, "gae_lambda must be in [0, 1]"),
+            (self.reward_scale > 0, "reward_scale must be > 0"),
+            (
+                len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
+                "hidden_sizes must be positive widths",
+            ),
+            (
+                len(self.value_hidden_sizes) >= 1 and min(self.value_hidden_sizes) >= 1,
+                "value_hidden_sizes must be positive widths",
+            ),
+            (self.activation in ("tanh", "relu", "elu"), "activation must be tanh, relu or elu"),
+            (self.init_std > 0, "init_std must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"ReptilePPOConfig: {message}")
+
+
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Forward/backward running: two tasks, easy to tell apart; fewer iterations suffice.
+    "HalfCheetahDir": {"iterations": 200, "anneal_iterations": 200, "reward_scale": 0.1},
+    "HalfCheetahVel": {"iterations": 500, "anneal_iterations": 500, "reward_scale": 0.1},
+    "Point2DNav": {"iterations": 100, "anneal_iterations": 100, "init_std": 0.5},
+}
+"""Per-family changes to the ``default`` preset."""
+
+
+# -- the math, as plain functions ------------------------------------------------------------
+def reptile_update(
+    theta: Mapping[str, Tensor], adapted: Mapping[str, Tensor], meta_lr: float
+) -> Params:
+    """Reptile's outer step ``theta + meta_lr * (mean_k adapted_k - theta)``.
+
+    Args:
+        theta: the meta-parameters, name -> ``[...]``.
+        adapted: the adapted parameters of ``K`` tasks, name -> ``[K, ...]``.
+        meta_lr: the outer step size (1.0 moves ``theta`` to the mean of the adapted sets).
+
+    Returns:
+        The new meta-parameters (detached).
+    """
+    if set(theta) != set(adapted):
+        raise ValueError(f"adapted has keys {sorted(adapted)}, theta has {sorted(theta)}")
+    out: Params = {}
+    for name, p in theta.items():
+        a = adapted[name]
+        if a.dim() != p.dim() + 1 or a.shape[1:] != p.shape:
+            raise ValueError(
+                f"adapted[{name!r}] must have shape [K, *{tuple(p.shape)}], got {tuple(a.shape)}"
+            )
+        out[name] = (p + meta_lr * (a.mean(0) - p)).detach()
+    return out
+
+
+def meta_lr_at(iteration: int, iterations: int, meta_lr: float, meta_lr_final: float) -> float:
+    """The outer step size at ``iteration`` (0-based) of ``iterations``: linear from ``meta_lr``.
+
+    ``meta_lr`` at iteration 0, ``meta_lr_final`` after the last one (the Reptile paper's
+    schedule with a floor); iterations beyond ``iterations`` stay at the floor.
+    """
+    frac = min(max(iteration, 0) / iterations, 1.0)
+    return meta_lr + (meta_lr_final - meta_lr) * frac
+
+
+def minibatch_plan(
+    num_tasks: int, n: int, num_minibatches: int, generator: torch.Generator
+) -> list[Tensor]:
+    """One epoch's minibatches for ``num_tasks`` tasks: each task's own shuffle of ``range(n)``.
+
+    Task ``k``'s split is :func:`metarl.ppo.minibatch_indices` drawn in the order
+    ``k = 0..K-1`` from ``generator``.
+
+    Returns:
+        ``num_minibatches`` int64 tensors ``[K, size_m]``, row ``k`` holding task ``k``'s indices.
+    """
+    splits = [minibatch_indices(n, num_minibatches, generator) for _ in range(num_tasks)]
+    return [torch.stack([s[m] for s in splits]) for m in range(num_minibatches)]
+
+
+def clip_grad_norm_per_task(grads: Mapping[str, Tensor], max_norm: float) -> tuple[Params, Tensor]:
+    """Scale each task's gradient to norm at most ``max_norm``, as ``clip_grad_norm_`` does.
+
+    Args:
+        grads: name -> ``[K, ...]`` gradients of ``K`` tasks.
+        max_norm: the largest allowed L2 norm over all of a task's tensors.
+
+    Returns:
+        ``(clipped, norms)``: the scaled gradients and ``[K]`` norms before clipping.
+    """
+    per_tensor = [g.reshape(g.shape[0], -1).norm(dim=1) for g in grads.values()]
+    norms = torch.stack(per_tensor, dim=1).norm(dim=1)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    clipped = {k: g * coef.view(-1, *(1,) * (g.dim() - 1)) for k, g in grads.items()}
+    return clipped, norms
+
+
+@dataclass
+class InnerState:
+    """What one task batch carries from one inner round to the next.
+
+    Attributes:
+        value: the value network's ``[K, ...]`` parameters.
+        optimizer: the inner Adam (moments of policy and value parameters).
+        generator: the minibatch shuffler.
+        rounds: inner rounds done so far.
+    """
+
+    value: Params
+    optimizer: BatchedAdam
+    generator: torch.Generator
+    rounds: int = 0
+
+
+@dataclass
+class _RoundData:
+    """One round's PPO data, task-major: every tensor ``[K, n, ...]`` with ``n = T * E``."""
+
+    obs: Tensor
+    actions: Tensor
+    old_log_prob: Tensor
+    advantages: Tensor
+    returns: Tensor
+    old_values: Tensor
+    mask: Tensor
+
+    def take(self, idx: Tensor) -> tuple[Tensor, ...]:
+        """The minibatch ``idx [K, b]`` of every field, in constructor order."""
+        rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1)
+        return tuple(
+            getattr(self, f)[rows, idx]
+            for f in (
+                "obs",
+                "actions",
+                "old_log_prob",
+                "advantages",
+                "returns",
+                "old_values",
+                "mask",
+            )
+        )
+
+
+class ReptilePPO(MetaAgent):
+    """Reptile over batched per-task PPO inner loops; see the module docstring."""
+
+    name: ClassVar[str] = "reptile-ppo"
+    config_cls: ClassVar[type] = ReptilePPOConfig
+    PRESET_NAMES: ClassVar[tuple[str, ...]] = ("quick", "default")
+    config: ReptilePPOConfig
+    policy: GaussianMLPPolicy
+
+    def __init__(
+        self,
+        config: ReptilePPOConfig,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(config, observation_space, action_space, torch.device(device))
+        obs_dim, act_dim = observation_space.shape[0], action_space.shape[0]
+        self.policy = GaussianMLPPolicy(
+            obs_dim,
+            act_dim,
+            hidden_sizes=config.hidden_sizes,
+            activation=config.activation,
+            init_std=config.init_std,
+        ).to(self.device)
+        self.value = MLPValue(obs_dim, config.value_hidden_sizes, config.activation).to(self.device)
+        self.iteration = 0
+        """Meta-iterations done (sets the annealed ``meta_lr``; saved in checkpoints)."""
+
+    # -- presets -----------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, family: str) -> ReptilePPOConfig:
+        """Named hyperparameters for a family.
+
+        ``default``: 20 tasks x 10 episodes, 3 inner rounds of 4 PPO epochs, Adam 1e-3,
+        ``meta_lr`` 1.0 annealed to 0, with per-family changes (:data:`FAMILY_DEFAULTS`).
+        ``quick``: a minute of CPU on Point2DNav, a few minutes on HalfCheetah.
+        """
+        if name == "default":
+            return replace(ReptilePPOConfig(), **FAMILY_DEFAULTS.get(family, {}))
+        if name == "quick":
+            return ReptilePPOConfig(
+                iterations=30,
+                anneal_iterations=30,
+                meta_batch_size=10,
+                episodes_per_task=5,
+                num_adapt_steps=3,
+                ppo_epochs=4,
+                num_minibatches=2,
+                adapt_lr=3e-3,
+                meta_lr=1.0,
+                meta_lr_final=0.1,
+                hidden_sizes=(32, 32),
+                value_hidden_sizes=(32, 32),
+                init_std=0.5 if family == "Point2DNav" else 1.0,
+                reward_scale=0.1 if family.startswith("HalfCheetah") else 1.0,
+            )
+        raise ValueError(
+            f"reptile-ppo has no preset {name!r}; presets are {list(cls.PRESET_NAMES)}"
+        )
+
+    # -- parameters --------------------------------------------------------------------------
+    def meta_params(self) -> Params:
+        """``theta``: the policy's and the value network's parameters (prefixed names)."""
+        out: Params = {POLICY + k: v for k, v in self.policy.named_parameters()}
+        out.update({VALUE + k: v for k, v in self.value.named_parameters()})
+        return out
+
+    @staticmethod
+    def split_params(params: Mapping[str, Tensor]) -> tuple[Params, Params]:
+        """A combined dict -> ``(policy params, value params)`` with the modules' own names."""
+        pol = {k[len(POLICY) :]: v for k, v in params.items() if k.startswith(POLICY)}
+        val = {k[len(VALUE) :]: v for k, v in params.items() if k.startswith(VALUE)}
+        return pol, val
+
+    @staticmethod
+    def join_params(policy: Mapping[str, Tensor], value: Mapping[str, Tensor]) -> Params:
+        """``(policy params, value params)`` -> one combined dict (inverse of split)."""
+        out = {POLICY + k: v for k, v in policy.items()}
+        out.update({VALUE + k: v for k, v in value.items()})
+        return out
+
+    def _theta_as_tasks(self, num_tasks: int) -> Params:
+        return {
+            k: v.detach().unsqueeze(0).expand(num_tasks, *v.shape).clone()
+            for k, v in self.meta_params().items()
+        }
+
+    def new_inner_state(self, params: Params, seed: int) -> InnerState:
+        """A fresh inner loop for the ``[K, ...]`` combined ``params``: zero Adam moments."""
+        _, value = self.split_params(params)
+        optimizer = BatchedAdam(params, lr=self.config.adapt_lr, eps=self.config.adam_eps)
+        return InnerState(value, optimizer, torch.Generator().manual_seed(int(seed)))
+
+    # -- PPO ---------------------------------------------------------------------------------
+    @staticmethod
+    def _task_major(x: Tensor, num_tasks: int) -> Tensor:
+        """``[T, K*E, ...] -> [K, T*E, ...]`` (task-major columns)."""
+        T, B = x.shape[:2]
+        y = x.reshape(T, num_tasks, B // num_tasks, *x.shape[2:]).transpose(0, 1)
+        return y.reshape(num_tasks, T * (B // num_tasks), *x.shape[2:])
+
+    @staticmethod
+    def _time_major(x: Tensor, T: int) -> Tensor:
+        """``[K, T*E] -> [T, K*E]`` (inverse of :meth:`_task_major`)."""
+        K = x.shape[0]
+        return x.reshape(K, T, -1).transpose(0, 1).reshape(T, -1)
+
+    def _forward(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One task's ``(mean, log_std, value)`` at ``obs [n, D]``."""
+        pol, val = self.split_params(params)
+        mean, log_std = functional_call(self.policy, pol, (obs,))
+        return mean, log_std, functional_call(self.value, val, (obs,))
+
+    def prepare_round(self, params: Params, batch: EpisodeBatch) -> _RoundData:
+        """Advantages (GAE, per-task normalised), value targets and old log-probs of a round.
+
+        ``params`` are the ``[K, ...]`` combined parameters that collected ``batch``.
+        """
+        cfg = self.config
+        K, T = batch.num_tasks, batch.horizon
+        dtype = next(iter(params.values())).dtype
+        batch = batch.to(self.device)
+        obs = self._task_major(batch.obs.to(dtype), K)
+        actions = self._task_major(batch.actions.to(dtype), K)
+        mask = self._task_major(batch.valid, K)
+        last_obs = batch.last_obs.to(dtype).reshape(K, -1, batch.last_obs.shape[-1])
+        with torch.no_grad():
+            mean, log_std, values = vmap(self._forward)(params, obs)
+            _, _, last_values = vmap(self._forward)(params, last_obs)
+            old_log_prob = gaussian_log_prob(actions, mean, log_std)
+            rewards = batch.rewards.to(dtype) * cfg.reward_scale
+            adv, returns = gae(
+                rewards,
+                self._time_major(values, T),
+                batch.valid,
+                cfg.gamma,
+                cfg.gae_lambda,
+                last_values=last_values.reshape(-1),
+                terminated=batch.terminated,
+            )
+            if cfg.normalize_advantages:
+                adv = normalize_advantages(adv, batch.valid, groups=K)
+        return _RoundData(
+            obs=obs,
+            actions=actions,
+            old_log_prob=old_log_prob,
+            advantages=self._task_major(adv, K),
+            returns=self._task_major(returns, K),
+            old_values=values,
+            mask=mask,
+        )
+
+    def ppo_loss(
+        self,
+        params: Params,
+        obs: Tensor,
+        actions: Tensor,
+        old_log_prob: Tensor,
+        advantages: Tensor,
+        returns: Tensor,
+        old_values: Tensor,
+        mask: Tensor,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """One task's PPO loss ``policy + vf_coef * value + ent_coef * entropy`` on ``[n]`` steps.
+
+        Args:
+            params: the task's combined parameters (policy and value).
+            obs: ``[n, obs_dim]``; actions: ``[n, act_dim]``; the rest ``[n]``.
+
+        Returns:
+            ``(loss, metrics)`` as the functions of :mod:`metarl.ppo` return them.
+        """
+        cfg = self.config
+        mean, log_std, values = self._forward(params, obs)
+        log_prob = gaussian_log_prob(actions, mean, log_std)
+        pl, pm = clipped_surrogate(log_prob, old_log_prob, advantages, cfg.clip_coef, mask)
+        vclip = cfg.clip_coef if cfg.clip_vloss else None
+        vl, vm = value_loss(values, old_values, returns, mask, clip_coef=vclip)
+        el, em = entropy_bonus(gaussian_entropy(log_std), mask)
+        return pl + cfg.vf_coef * vl + cfg.ent_coef * el, {**pm, **vm, **em}
+
+    def ppo_update(
+        self, params: Params, state: InnerState, data: _RoundData
+    ) -> tuple[Params, dict[str, float]]:
+        """``ppo_epochs`` epochs of minibatch updates of every task at once.
+
+        Per minibatch: the ``K`` per-task losses are evaluated with ``vmap``, one backward pass
+        of their sum gives each task's gradient, the policy's and the value network's parts are
+        clipped to ``max_grad_norm`` per task, and :class:`BatchedAdam` steps every task whose
+        loss and gradient are finite (the others skip the step; counted in the metrics).
+
+        Returns:
+            The new ``[K, ...]`` parameters and mean metrics over all minibatches.
+        """
+        cfg = self.config
+        K, n = data.mask.shape
+        if cfg.num_minibatches > n:
+            raise ValueError(
+                f"num_minibatches={cfg.num_minibatches} exceeds the {n} step slots per task"
+            )
+        loss_fn = vmap(self.ppo_loss)
+        sums: dict[str, float] = {}
+        count, skipped = 0, 0
+        for _ in range(cfg.ppo_epochs):
+            for idx in minibatch_plan(K, n, cfg.num_minibatches, state.generator):
+                mb = data.take(idx.to(data.mask.device))
+                leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+                losses, metrics = loss_fn(leaves, *mb)
+                grads = dict(
+                    zip(
+                        leaves,
+                        torch.autograd.grad(losses.sum(), list(leaves.values())),
+                        strict=True,
+                    )
+                )
+                g_pol, g_val = self.split_params(grads)
+                g_pol, _ = clip_grad_norm_per_task(g_pol, cfg.max_grad_norm)
+                g_val, _ = clip_grad_norm_per_task(g_val, cfg.max_grad_norm)
+                grads = self.join_params(g_pol, g_val)
+                finite = torch.isfinite(losses.detach())
+                for g in grads.values():
+                    finite &= torch.isfinite(g.reshape(K, -1)).all(dim=1)
+                params = state.optimizer.step(params, grads, active=finite)
+                skipped += int((~finite).sum())
+                count += 1
+                for key, value in metrics.items():
+                    v = value.detach()[finite]
+                    v = v[torch.isfinite(v)]
+                    sums[key] = sums.get(key, 0.0) + (float(v.mean()) if v.numel() else 0.0)
+                sums["loss"] = sums.get("loss", 0.0) + float(losses.detach().nanmean())
+        stats = {k: v / count for k, v in sums.items()}
+        stats["nonfinite_updates"] = float(skipped)
+        _, state.value = self.split_params(params)
+        state.rounds += 1
+        return params, stats
+
+    def inner_round(
+        self, params: Params, state: InnerState, batch: EpisodeBatch
+    ) -> tuple[Params, dict[str, float]]:
+        """One inner round on ``batch`` (collected with ``params``): PPO epochs for every task."""
+        return self.ppo_update(params, state, self.prepare_round(params, batch))
+
+    # -- meta-training -----------------------------------------------------------------------
+    def _sample(
+        self, sampler: Sampler, tasks: list[Task], params: Params | None, rng: np.random.Generator
+    ) -> EpisodeBatch:
+        seed = int(rng.integers(2**62))
+        pol = None
+        if params is not None:
+            pol = {k: v.detach().cpu() for k, v in self.split_params(params)[0].items()}
+        return sampler.sample(tasks, self.config.episodes_per_task, params=pol, seed=seed)
+
+    def train_step(
+        self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
+    ) -> dict[str, float]:
+        cfg = self.config
+        K = len(tasks)
+        if K == 0:
+            raise ValueError("reptile-ppo: train_step needs at least one task")
+        slots = int(getattr(sampler, "horizon", 1)) * cfg.episodes_per_task
+        if cfg.num_minibatches > slots:
+            raise ValueError(
+                f"reptile-ppo: num_minibatches={cfg.num_minibatches} exceeds the {slots} step "
+                f"slots per task (horizon x episodes_per_task); lower it"
+            )
+        t_start = time.perf_counter()
+        sample_time = opt_time = 0.0
+        theta = {k: v.detach().clone() for k, v in self.meta_params().items()}
+        params = self._theta_as_tasks(K)
+        state = self.new_inner_state(params, seed=int(rng.integers(2**62)))
+        round_returns: list[float] = []
+        sums: dict[str, float] = {}
+        steps = 0
+        for r in range(cfg.num_adapt_steps):
+            t0 = time.perf_counter()
+            batch = self._sample(sampler, tasks, None if r == 0 else params, rng)
+            sample_time += time.perf_counter() - t0
+            steps += batch.num_steps
+            round_returns.append(float(batch.returns.mean()))
+            t0 = time.perf_counter()
+            params, stats = self.inner_round(params, state, batch)
+            opt_time += time.perf_counter() - t0
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+        t0 = time.perf_counter()
+        post = self._sample(sampler, tasks, params, rng)
+        sample_time += time.perf_counter() - t0
+        steps += post.num_steps
+
+        t0 = time.perf_counter()
+        lr = meta_lr_at(self.iteration, cfg.anneal_iterations, cfg.meta_lr, cfg.meta_lr_final)
+        # Tasks whose adapted parameters are not finite (they cannot be, as non-finite updates
+        # are skipped, but a checkpoint must never hold NaN) are left out of the mean.
+        ok = torch.ones(K, dtype=torch.bool, device=self.device)
+        for v in params.values():
+            ok &= torch.isfinite(v.reshape(K, -1)).all(dim=1)
+        if bool(ok.any()):
+            new = reptile_update(theta, {k: v[ok] for k, v in params.items()}, lr)
+            with torch.no_grad():
+                for name, p in self.meta_params().items():
+                    p.copy_(new[name])
+        self.iteration += 1
+        opt_time += time.perf_counter() - t0
+
+        n_rounds = cfg.num_adapt_steps
+        total = time.perf_counter() - t_start
+        metrics: dict[str, float] = {
+            "meta/return_pre_adapt": round_returns[0],
+            "meta/return_post_adapt": float(post.returns.mean()),
+        }
+        for r, ret in enumerate(round_returns[1:], start=1):
+            metrics[f"meta/return_round_{r}"] = ret
+        for key in ("policy_loss", "value_loss", "entropy", "loss"):
+            metrics[f"losses/{key}"] = sums.get(key, math.nan) / n_rounds
+        for key in ("approx_kl", "clip_fraction", "explained_variance"):
+            metrics[f"ppo/{key}"] = sums.get(key, math.nan) / n_rounds
+        metrics.update(
+            {
+                "ppo/nonfinite_updates": sums.get("nonfinite_updates", 0.0),
+                "reptile/meta_lr": lr,
+                "reptile/skipped_tasks": float(K - int(ok.sum())),
+                "policy/std": float(self.policy.log_std.detach().exp().mean()),
+                "env_steps": float(steps),
+                "time/sampling": sample_time,
+                "time/optimization": opt_time,
+                "time/env_steps_per_s": steps / max(total, 1e-9),
+            }
+        )
+        return metrics
+
+    # -- meta-test ---------------------------------------------------------------------------
+    def exploration_policy(self, num_tasks: int) -> AdaptedPolicy:
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        return AdaptedPolicy(params=None, num_tasks=num_tasks)
+
+    def adapt(self, policy: AdaptedPolicy, episodes: EpisodeBatch, seed: int = 0) -> AdaptedPolicy:
+        """One inner round (``ppo_epochs`` PPO epochs per task) on ``episodes``.
+
+        From :meth:`exploration_policy` this starts a fresh inner loop at ``theta`` (zero Adam
+        moments, minibatches shuffled from ``seed``); from an adapted policy it continues that
+        loop (value network, Adam moments and shuffler in ``policy.state``), exactly as in
+        meta-training. ``policy`` itself is left unchanged.
+        """
+        K = policy.num_tasks
+        if episodes.num_tasks != K:
+            raise ValueError(
+                f"reptile-ppo: {episodes.num_tasks} tasks of episodes for a policy of {K}"
+            )
+        if policy.params is None:
+            params = self._theta_as_tasks(K)
+            state = self.new_inner_state(params, seed)
+        else:
+            if not isinstance(policy.state, InnerState):
+                raise ValueError(
+                    "reptile-ppo: adapt continues a policy from exploration_policy() or adapt() "
+                    f"(its state is an InnerState), got state {type(policy.state).__name__}"
+                )
+            prev = policy.state
+            generator = torch.Generator().set_state(prev.generator.get_state())
+            state = InnerState(dict(prev.value), prev.optimizer.copy(), generator, prev.rounds)
+            params = self.join_params(
+                {k: v.to(self.device) for k, v in policy.params.items()}, state.value
+            )
+        params, _ = self.inner_round(params, state, episodes)
+        pol, _ = self.split_params(params)
+        return AdaptedPolicy(params=pol, num_tasks=K, state=state)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        # The inner optimizers live within one iteration: only theta and the schedule persist.
+        return {
+            "policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()},
+            "value": {k: v.detach().cpu().clone() for k, v in self.value.state_dict().items()},
+            "iteration": int(self.iteration),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = sorted({"policy", "value", "iteration"} - set(state))
+        if missing:
+            raise ValueError(f"reptile-ppo: checkpoint state lacks {missing}")
+        self.policy.load_state_dict(state["policy"])
+        self.value.load_state_dict(state["value"])
+        self.iteration = int(state["iteration"])
