@@ -459,3 +459,15 @@ def test_generic_path_has_no_horizon_without_a_time_limit(policy):
     sampler = SetTaskEnvSampler(Countdown, tasks=[{"length": 3}])
     with pytest.raises(ValueError, match="horizon"):
         InlineSampler(sampler, GaussianMLPPolicy(2, 1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batch_moves_to_the_gpu_in_one_copy(family, policy):
+    batch = InlineSampler(family, policy).sample(tasks_of(family, 2), 2, seed=0)
+    moved = batch.to("cuda")
+    for name, value in batch.tensors().items():
+        got = getattr(moved, name)
+        assert got.device.type == "cuda" and got.dtype == value.dtype, name
+        assert torch.equal(got.cpu(), value), name
+    assert moved.tasks == batch.tasks and moved.for_task(1).obs.is_cuda
