@@ -1,0 +1,163 @@
+"""Seconds per Reptile-PPO meta-iteration, and batched vs sequential per-task PPO updates.
+
+Default size on HalfCheetahVel (H = 200): 20 tasks x 10 episodes, 3 inner rounds of 4 PPO
+epochs x 4 minibatches, plus one post-adaptation round: 4 sampler calls per iteration. Prints
+one line per iteration (sampling vs optimization) and then times one inner round of PPO
+updates for all tasks at once (batched, ``torch.func.vmap`` + :class:`BatchedAdam`) against the
+same updates task by task (the identical code with K = 1, run K times). ``--json PATH`` writes
+the figures.
+
+    python benchmarks/reptile_ppo.py               # 20 tasks x 10 episodes, 3 iterations
+    python benchmarks/reptile_ppo.py --quick       # 20 tasks x 2 episodes, 1 iteration
+    python benchmarks/reptile_ppo.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from metarl.agents import ReptilePPO
+from metarl.envs import FamilyTaskSampler, make_family
+from metarl.runs import resolve_device
+from metarl.train import make_sampler
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_updates(
+    agent: ReptilePPO, params: dict[str, torch.Tensor], data: object, repeats: int
+) -> tuple[float, float]:
+    """Median seconds of one round of PPO updates: all tasks batched, and task by task."""
+    K = next(iter(params.values())).shape[0]
+    batched, sequential = [], []
+    for r in range(repeats):
+        state = agent.new_inner_state(params, seed=r)
+        _sync(agent.device)
+        t0 = time.perf_counter()
+        agent.ppo_update(params, state, data)  # type: ignore[arg-type]
+        _sync(agent.device)
+        batched.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for k in range(K):
+            one = {n: v[k : k + 1] for n, v in params.items()}
+            part = dataclasses.replace(
+                data,  # type: ignore[type-var]
+                **{f.name: getattr(data, f.name)[k : k + 1] for f in dataclasses.fields(data)},  # type: ignore[arg-type]
+            )
+            agent.ppo_update(one, agent.new_inner_state(one, seed=r), part)
+        _sync(agent.device)
+        sequential.append(time.perf_counter() - t0)
+    return statistics.median(batched), statistics.median(sequential)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="HalfCheetahVel")
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--meta-batch-size", type=int, default=20)
+    parser.add_argument("--episodes-per-task", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timings of the update ratio")
+    parser.add_argument("--quick", action="store_true", help="20 tasks x 2 episodes, 1 iteration")
+    parser.add_argument("--json", default=None, help="write the figures here")
+    args = parser.parse_args()
+    if args.quick:
+        args.episodes_per_task, args.iterations, args.repeats = 2, 1, 1
+
+    torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
+    torch.manual_seed(0)
+    family = make_family(args.env)
+    config = replace(
+        ReptilePPO.preset("default", args.env),
+        meta_batch_size=args.meta_batch_size,
+        episodes_per_task=args.episodes_per_task,
+    )
+    device = resolve_device(args.device)
+    agent = ReptilePPO(config, family.observation_space, family.action_space, device)
+    tasks_source = FamilyTaskSampler(family)
+    sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
+    rng = np.random.default_rng(0)
+    records = []
+    print(
+        f"Reptile-PPO on {args.env}: {config.meta_batch_size} tasks x "
+        f"{config.episodes_per_task} episodes x H={family.horizon}, {config.num_adapt_steps} "
+        f"inner rounds x {config.ppo_epochs} epochs x {config.num_minibatches} minibatches, "
+        f"device={device}, backend={args.backend}, torch threads={torch.get_num_threads()}"
+    )
+    try:
+        for it in range(args.iterations):
+            tasks = tasks_source.sample(config.meta_batch_size, rng)
+            t0 = time.perf_counter()
+            m = agent.train_step(sampler, tasks, rng)
+            _sync(device)
+            total = time.perf_counter() - t0
+            rec = {
+                "iteration": it,
+                "seconds": total,
+                "sampling_s": m["time/sampling"],
+                "optimization_s": m["time/optimization"],
+                "env_steps": m["env_steps"],
+                "env_steps_per_s": m["env_steps"] / total,
+            }
+            records.append(rec)
+            print(
+                f"  it {it}: {total:6.2f} s = sampling {rec['sampling_s']:6.2f} s + "
+                f"optimization {rec['optimization_s']:6.2f} s, "
+                f"{rec['env_steps_per_s']:8.0f} env steps/s incl. optimization"
+            )
+        tasks = tasks_source.sample(config.meta_batch_size, rng)
+        batch = sampler.sample(tasks, config.episodes_per_task, seed=1)
+    finally:
+        sampler.close()
+    params = agent._theta_as_tasks(config.meta_batch_size)
+    data = agent.prepare_round(params, batch)
+    batched_s, sequential_s = time_updates(agent, params, data, args.repeats)
+    steady = records[1:] or records
+    summary = {
+        "env": args.env,
+        "device": str(device),
+        "backend": args.backend,
+        "meta_batch_size": config.meta_batch_size,
+        "episodes_per_task": config.episodes_per_task,
+        "horizon": family.horizon,
+        "num_adapt_steps": config.num_adapt_steps,
+        "ppo_epochs": config.ppo_epochs,
+        "num_minibatches": config.num_minibatches,
+        "seconds_per_iteration": statistics.median(r["seconds"] for r in steady),
+        "sampling_s": statistics.median(r["sampling_s"] for r in steady),
+        "optimization_s": statistics.median(r["optimization_s"] for r in steady),
+        "env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in steady),
+        "round_update_batched_s": batched_s,
+        "round_update_sequential_s": sequential_s,
+        "sequential_over_batched": sequential_s / batched_s,
+        "iterations": records,
+    }
+    print(
+        f"median: {summary['seconds_per_iteration']:.2f} s/it (sampling "
+        f"{summary['sampling_s']:.2f} s, optimization {summary['optimization_s']:.2f} s)"
+    )
+    print(
+        f"one inner round of PPO updates for {config.meta_batch_size} tasks: batched "
+        f"{batched_s:.3f} s, sequential {sequential_s:.3f} s -> "
+        f"{sequential_s / batched_s:.1f}x faster batched"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
