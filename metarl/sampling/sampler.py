@@ -201,6 +201,8 @@ class Sampler(ABC):
         def join(key: str, axis: int) -> torch.Tensor:
             parts = [r[key] for r in results]
             value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
+            if not value.flags.writeable:  # Ray hands out read-only zero-copy arrays
+                value = value.copy()
             return torch.from_numpy(value)
 
         K = len(tasks)
