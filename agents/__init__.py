@@ -8,7 +8,16 @@ from __future__ import annotations
 from metarl.agent import MetaAgent
 from metarl.agents.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from metarl.agents.reptile_ppo import ReptilePPO, ReptilePPOConfig
+from metarl.agents.rl2_ppo import RL2PPO, RL2PPOConfig
 
-AGENTS: dict[str, type[MetaAgent]] = {cls.name: cls for cls in (MAMLTRPO, ReptilePPO)}
+AGENTS: dict[str, type[MetaAgent]] = {cls.name: cls for cls in (MAMLTRPO, ReptilePPO, RL2PPO)}
 
-__all__ = ["AGENTS", "MAMLTRPO", "MAMLTRPOConfig", "ReptilePPO", "ReptilePPOConfig"]
+__all__ = [
+    "AGENTS",
+    "MAMLTRPO",
+    "RL2PPO",
+    "MAMLTRPOConfig",
+    "RL2PPOConfig",
+    "ReptilePPO",
+    "ReptilePPOConfig",
+]
