@@ -16,7 +16,7 @@ that keeps ``KL <= max_kl``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -67,6 +67,10 @@ class MAMLTRPOConfig:
     """Conjugate-gradient iterations."""
     cg_damping: float = 1e-5
     """Damping added to the KL Hessian."""
+    hvp_subsample: float = 1.0
+    """Fraction of each task's episodes used for the KL Hessian-vector products. Only the
+    curvature is estimated from the subset: the gradient and the line search's loss and KL use
+    every episode, so the trust region still holds exactly."""
     ls_max_steps: int = 15
     """Line-search tries."""
     ls_backtrack_ratio: float = 0.8
@@ -94,6 +98,7 @@ class MAMLTRPOConfig:
             (self.max_kl > 0, "max_kl must be > 0"),
             (self.cg_iters >= 1, "cg_iters must be >= 1"),
             (self.cg_damping >= 0, "cg_damping must be >= 0"),
+            (0 < self.hvp_subsample <= 1, "hvp_subsample must be in (0, 1]"),
             (self.ls_max_steps >= 1, "ls_max_steps must be >= 1"),
             (0 < self.ls_backtrack_ratio < 1, "ls_backtrack_ratio must be in (0, 1)"),
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
@@ -260,6 +265,39 @@ class MAMLTRPO(MetaAgent):
         kl = self._task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std), valid.valid, K)
         return loss, kl.mean()
 
+    def _curvature_kl(
+        self,
+        train_batches: list[EpisodeBatch],
+        train_advs: list[Tensor],
+        valid: EpisodeBatch,
+        valid_adv: Tensor,
+        create_graph: bool,
+    ) -> Callable[[Params], Tensor]:
+        """``theta -> mean KL`` whose Hessian TRPO uses, on ``hvp_subsample`` of the episodes.
+
+        On a subset the adapted policies differ slightly from the sampling ones, so the KL is
+        taken from the subset's own adapted policies at the current ``theta``: it is zero
+        there with zero gradient, and its Hessian is the curvature of the same trust region.
+        """
+        K, E = valid.num_tasks, valid.episodes_per_task
+        n = max(1, round(self.config.hvp_subsample * E))
+        if n < E:
+            cols = (torch.arange(K).unsqueeze(1) * E + torch.arange(n)).reshape(-1).to(valid.obs.device)
+            train_batches = [b.head(n) for b in train_batches]
+            train_advs = [a[:, cols] for a in train_advs]
+            valid, valid_adv = valid.head(n), valid_adv[:, cols]
+        with torch.enable_grad():
+            theta = {k: v.detach().requires_grad_(True) for k, v in self.policy.params().items()}
+            current = self._adapt_all(self._theta_as_tasks(theta, K), train_batches, train_advs, False)
+        with torch.no_grad():
+            old = self._distribution(self._detached(current), valid.obs, K)
+
+        def kl(p: Params) -> Tensor:
+            return self.meta_objective(p, train_batches, train_advs, valid, valid_adv, old,
+                                       create_graph)[1]
+
+        return kl
+
     # -- meta-training -----------------------------------------------------------------------
     def train_step(self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator) -> dict[str, float]:
         cfg = self.config
@@ -306,14 +344,31 @@ class MAMLTRPO(MetaAgent):
             accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
             metrics["trpo/nonfinite"] = 1.0
         else:
-            hvp = hessian_vector_product(lambda p: outer(p, create_graph)[1], theta, cfg.cg_damping)
+            hvp = hessian_vector_product(
+                self._curvature_kl(train_batches, train_advs, valid, valid_adv, create_graph),
+                theta,
+                cfg.cg_damping,
+            )
             step_dir = conjugate_gradient(hvp, grad, iters=cfg.cg_iters)
             shs = 0.5 * torch.dot(step_dir, hvp(step_dir))
             lagrange = torch.sqrt(shs.clamp_min(1e-16) / cfg.max_kl)
             full_step = -step_dir / lagrange
+            # The line search asks for the loss, then the KL, of each candidate: one pass
+            # computes both, so the KL is kept for the question that follows.
+            last_kl: dict[int, Tensor] = {}
+
+            def candidate_loss(p: Params) -> Tensor:
+                value, kl = outer(p, False)
+                last_kl.clear()
+                last_kl[id(p)] = kl.detach()
+                return value.detach()
+
+            def candidate_kl(p: Params) -> Tensor:
+                return last_kl[id(p)] if id(p) in last_kl else outer(p, False)[1].detach()
+
             result = backtracking_line_search(
-                loss_fn=lambda p: outer(p, False)[0],
-                kl_fn=lambda p: outer(p, False)[1],
+                loss_fn=candidate_loss,
+                kl_fn=candidate_kl,
                 params=theta,
                 full_step=full_step,
                 expected_improvement=float(torch.dot(grad, step_dir) / lagrange),

@@ -88,6 +88,40 @@ class MetaAgent(ABC):
     def adapt(self, policy: AdaptedPolicy, episodes: EpisodeBatch) -> AdaptedPolicy:
         """The policy after adapting on ``episodes`` (sampled with ``policy``)."""
 
+    def adaptation_curve(
+        self,
+        sampler: Sampler,
+        tasks: list[Task],
+        num_steps: int,
+        episodes_per_step: int,
+        seed: int,
+        step_sizes: list[float] | None = None,
+    ) -> np.ndarray:
+        """Mean return per task after 0..``num_steps`` adaptation steps: ``[num_steps + 1, K]``.
+
+        The meta-test protocol for gradient-based agents: sample ``episodes_per_step`` episodes
+        per task with the current policy, record their mean return, adapt on them, repeat.
+        ``step_sizes[s]`` (optional) is the step size of adaptation step ``s`` for agents whose
+        ``adapt`` takes an ``lr``. Recurrent agents override this (episode 1..K of a trial).
+        """
+        if num_steps < 0 or episodes_per_step < 1:
+            raise ValueError("num_steps must be >= 0 and episodes_per_step >= 1")
+        seeds = np.random.SeedSequence(seed).generate_state(num_steps + 1, dtype=np.uint64)
+        policy = self.exploration_policy(len(tasks))
+        curve = []
+        for step in range(num_steps + 1):
+            params = None if policy.params is None else {
+                k: v.detach().cpu() for k, v in policy.params.items()}
+            batch = sampler.sample(tasks, episodes_per_step, params=params,
+                                   seed=int(seeds[step] >> np.uint64(2)))
+            curve.append(batch.returns.reshape(len(tasks), episodes_per_step).mean(1).numpy())
+            if step < num_steps:
+                if step_sizes is not None:
+                    policy = self.adapt(policy, batch, lr=step_sizes[step])  # type: ignore[call-arg]
+                else:
+                    policy = self.adapt(policy, batch)
+        return np.stack(curve).astype(np.float64)
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly (tensors and plain values only)."""

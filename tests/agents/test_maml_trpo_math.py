@@ -185,3 +185,30 @@ def test_config_rejects_impossible_values() -> None:
                 {"ls_backtrack_ratio": 1.0}, {"hidden_sizes": ()}):
         with pytest.raises(ValueError, match="MAMLTRPOConfig"):
             MAMLTRPOConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: tuple) -> None:
+    agent, train, train_adv, valid, valid_adv, old = setup
+    theta = agent.policy.params()
+    full = agent._curvature_kl([train], [train_adv], valid, valid_adv, True)
+    # With every episode, the curvature KL is the training KL itself.
+    assert full(theta).item() == pytest.approx(
+        agent.meta_objective(theta, [train], [train_adv], valid, valid_adv, old, True)[1].item(),
+        abs=1e-12)
+    sub_agent = make_agent(hvp_subsample=0.5)
+    sub_agent.policy.load_state_dict(agent.policy.state_dict())
+    sub = sub_agent._curvature_kl([train], [train_adv], valid, valid_adv, True)
+    theta = sub_agent.policy.params()
+    value = sub(theta)
+    assert value.item() == pytest.approx(0.0, abs=1e-12)
+    (grad,) = torch.autograd.grad(value, [theta["log_std"]], create_graph=True)
+    assert grad.abs().max().item() < 1e-10
+    # Its Hessian is positive semi-definite along random directions.
+    from metarl.optim import hessian_vector_product
+
+    hvp = hessian_vector_product(sub, theta, 0.0)
+    n = sum(p.numel() for p in theta.values())
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        assert float(v @ hvp(v)) >= -1e-10
