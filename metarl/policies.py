@@ -183,6 +183,8 @@ class RecurrentGaussianPolicy(nn.Module):
     """
 
     recurrent = True
+    fused_sequences = True
+    """Run sequences through PyTorch's fused LSTM/GRU kernel (False: the step loop, vmappable)."""
 
     def __init__(
         self,
@@ -211,6 +213,11 @@ class RecurrentGaussianPolicy(nn.Module):
         self.mean_head = nn.Linear(self.hidden_size, self.act_dim)
         self.value_head = nn.Linear(self.hidden_size, 1)
         self.log_std = nn.Parameter(torch.full((self.act_dim,), math.log(init_std)))
+        # The same cell as torch.nn.LSTM / GRU (gate order and equations), so a sequence can
+        # run through their fused kernel (~9x faster forward + backward over 800 steps on one
+        # CPU thread); kept in a tuple so it is not a submodule: its weights are this module's.
+        kernel = nn.LSTM if cell == "lstm" else nn.GRU
+        self._kernel = (kernel(self.input_dim, self.hidden_size),)
         with torch.no_grad():
             # A near-zero initial mean, as in cleanrl's PPO (std 0.01 on the policy's last layer).
             self.mean_head.weight.mul_(0.01)
@@ -241,6 +248,22 @@ class RecurrentGaussianPolicy(nn.Module):
         n = torch.tanh(i_n + r * h_n)
         h = (1.0 - z) * n + z * state
         return h, h
+
+    def _fused_sequence(self, inputs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """A sequence through PyTorch's fused kernel with this module's (current) weights."""
+        weights = {
+            "weight_ih_l0": self.input_to_hidden.weight,
+            "weight_hh_l0": self.hidden_to_hidden.weight,
+            "bias_ih_l0": self.input_to_hidden.bias,
+            "bias_hh_l0": self.hidden_to_hidden.bias,
+        }
+        H = self.hidden_size
+        if self.cell == "lstm":
+            h0, c0 = state[..., :H].unsqueeze(0), state[..., H:].unsqueeze(0)
+            out, (hn, cn) = functional_call(self._kernel[0], weights, (inputs, (h0, c0)))
+            return out, torch.cat([hn[0], cn[0]], dim=-1)
+        out, hn = functional_call(self._kernel[0], weights, (inputs, state.unsqueeze(0)))
+        return out, hn[0]
 
     def _check(self, inputs: Tensor, state: Tensor) -> bool:
         """Validate shapes; True for a sequence ``[T, B, in]``, False for one step ``[B, in]``."""
@@ -281,15 +304,17 @@ class RecurrentGaussianPolicy(nn.Module):
             inputs' leading shape) and the state after the last input ``[B, state_size]``.
         """
         sequence = self._check(inputs, state)
-        gates_in = self.input_to_hidden(inputs)
-        if sequence:
+        if sequence and self.fused_sequences:
+            h, state = self._fused_sequence(inputs, state)
+        elif sequence:
+            gates_in = self.input_to_hidden(inputs)
             outputs = []
             for t in range(inputs.shape[0]):
                 h, state = self._cell(gates_in[t], state)
                 outputs.append(h)
             h = torch.stack(outputs)
         else:
-            h, state = self._cell(gates_in, state)
+            h, state = self._cell(self.input_to_hidden(inputs), state)
         mean = self.mean_head(h)
         log_std = self.log_std.expand_as(mean)
         if return_values:
