@@ -103,8 +103,10 @@ class MAMLTRPOConfig:
             (0 < self.ls_backtrack_ratio < 1, "ls_backtrack_ratio must be in (0, 1)"),
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
             (0 <= self.gae_lambda <= 1, "gae_lambda must be in [0, 1]"),
-            (len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
-             "hidden_sizes must be positive widths"),
+            (
+                len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
+                "hidden_sizes must be positive widths",
+            ),
             (self.init_std > 0, "init_std must be > 0"),
         ]
         for ok, message in checks:
@@ -130,6 +132,7 @@ class MAMLTRPO(MetaAgent):
     config_cls: ClassVar[type] = MAMLTRPOConfig
     PRESET_NAMES: ClassVar[tuple[str, ...]] = ("quick", "default", "paper")
     config: MAMLTRPOConfig
+    policy: GaussianMLPPolicy
 
     def __init__(
         self,
@@ -183,8 +186,10 @@ class MAMLTRPO(MetaAgent):
         obs_k = self._by_task(obs, num_tasks)
         mean, log_std = vmap(lambda p, o: functional_call(self.policy, p, (o,)))(params, obs_k)
         T = obs.shape[0]
-        return (mean.transpose(0, 1).reshape(T, -1, mean.shape[-1]),
-                log_std.transpose(0, 1).reshape(T, -1, log_std.shape[-1]))
+        return (
+            mean.transpose(0, 1).reshape(T, -1, mean.shape[-1]),
+            log_std.transpose(0, 1).reshape(T, -1, log_std.shape[-1]),
+        )
 
     def _task_mean(self, x: Tensor, valid: Tensor, num_tasks: int) -> Tensor:
         """Mean of ``x [T, B]`` over each task's valid steps: ``[K]``."""
@@ -205,8 +210,9 @@ class MAMLTRPO(MetaAgent):
             adv = normalize_advantages(adv, batch.valid, groups=K)
         return adv.to(batch.obs.dtype)
 
-    def _inner_step(self, params: Params, batch: EpisodeBatch, adv: Tensor, lr: float,
-                    create_graph: bool) -> Params:
+    def _inner_step(
+        self, params: Params, batch: EpisodeBatch, adv: Tensor, lr: float, create_graph: bool
+    ) -> Params:
         """One policy-gradient step of every task at once."""
         K = batch.num_tasks
         mean, log_std = self._distribution(params, batch.obs, K)
@@ -215,8 +221,9 @@ class MAMLTRPO(MetaAgent):
         grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
         return {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
 
-    def _adapt_all(self, params: Params, batches: list[EpisodeBatch], advs: list[Tensor],
-                   create_graph: bool) -> Params:
+    def _adapt_all(
+        self, params: Params, batches: list[EpisodeBatch], advs: list[Tensor], create_graph: bool
+    ) -> Params:
         for batch, adv in zip(batches, advs, strict=True):
             params = self._inner_step(params, batch, adv, self.config.adapt_lr, create_graph)
         return params
@@ -230,8 +237,9 @@ class MAMLTRPO(MetaAgent):
     def _detached(params: Params) -> Params:
         return {k: v.detach() for k, v in params.items()}
 
-    def _sample(self, sampler: Sampler, tasks: list[Task], params: Params | None,
-                rng: np.random.Generator) -> EpisodeBatch:
+    def _sample(
+        self, sampler: Sampler, tasks: list[Task], params: Params | None, rng: np.random.Generator
+    ) -> EpisodeBatch:
         seed = int(rng.integers(2**62))
         cpu = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
         batch = sampler.sample(tasks, self.config.episodes_per_task, params=cpu, seed=seed)
@@ -256,11 +264,15 @@ class MAMLTRPO(MetaAgent):
         gradient flows through the inner steps (second order).
         """
         K = valid.num_tasks
-        params = self._adapt_all(self._theta_as_tasks(theta, K), train_batches, train_advs, create_graph)
+        params = self._adapt_all(
+            self._theta_as_tasks(theta, K), train_batches, train_advs, create_graph
+        )
         mean, log_std = self._distribution(params, valid.obs, K)
         old_mean, old_log_std = old_dist
-        ratio = torch.exp(gaussian_log_prob(valid.actions, mean, log_std)
-                          - gaussian_log_prob(valid.actions, old_mean, old_log_std))
+        ratio = torch.exp(
+            gaussian_log_prob(valid.actions, mean, log_std)
+            - gaussian_log_prob(valid.actions, old_mean, old_log_std)
+        )
         loss = -self._task_mean(ratio * valid_adv, valid.valid, K).mean()
         kl = self._task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std), valid.valid, K)
         return loss, kl.mean()
@@ -282,24 +294,33 @@ class MAMLTRPO(MetaAgent):
         K, E = valid.num_tasks, valid.episodes_per_task
         n = max(1, round(self.config.hvp_subsample * E))
         if n < E:
-            cols = (torch.arange(K).unsqueeze(1) * E + torch.arange(n)).reshape(-1).to(valid.obs.device)
+            cols = (
+                (torch.arange(K).unsqueeze(1) * E + torch.arange(n))
+                .reshape(-1)
+                .to(valid.obs.device)
+            )
             train_batches = [b.head(n) for b in train_batches]
             train_advs = [a[:, cols] for a in train_advs]
             valid, valid_adv = valid.head(n), valid_adv[:, cols]
         with torch.enable_grad():
             theta = {k: v.detach().requires_grad_(True) for k, v in self.policy.params().items()}
-            current = self._adapt_all(self._theta_as_tasks(theta, K), train_batches, train_advs, False)
+            current = self._adapt_all(
+                self._theta_as_tasks(theta, K), train_batches, train_advs, False
+            )
         with torch.no_grad():
             old = self._distribution(self._detached(current), valid.obs, K)
 
         def kl(p: Params) -> Tensor:
-            return self.meta_objective(p, train_batches, train_advs, valid, valid_adv, old,
-                                       create_graph)[1]
+            return self.meta_objective(
+                p, train_batches, train_advs, valid, valid_adv, old, create_graph
+            )[1]
 
         return kl
 
     # -- meta-training -----------------------------------------------------------------------
-    def train_step(self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator) -> dict[str, float]:
+    def train_step(
+        self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
+    ) -> dict[str, float]:
         cfg = self.config
         K = len(tasks)
         if K == 0:
@@ -389,20 +410,22 @@ class MAMLTRPO(MetaAgent):
         pre = train_batches[0]
         steps = sum(b.num_steps for b in train_batches) + valid.num_steps
         total = time.perf_counter() - t_start
-        metrics.update({
-            "meta/return_pre_adapt": float(pre.returns.mean()),
-            "meta/return_post_adapt": float(valid.returns.mean()),
-            "losses/surrogate_before": loss.item(),
-            "losses/surrogate_after": float(new_loss),
-            "trpo/kl": float(kl_value),
-            "trpo/accepted": float(accepted),
-            "trpo/step_fraction": float(fraction),
-            "policy/std": self.policy.log_std.detach().exp().mean().item(),
-            "env_steps": float(steps),
-            "time/sampling": sample_time,
-            "time/optimization": opt_time,
-            "time/env_steps_per_s": steps / max(total, 1e-9),
-        })
+        metrics.update(
+            {
+                "meta/return_pre_adapt": float(pre.returns.mean()),
+                "meta/return_post_adapt": float(valid.returns.mean()),
+                "losses/surrogate_before": loss.item(),
+                "losses/surrogate_after": float(new_loss),
+                "trpo/kl": float(kl_value),
+                "trpo/accepted": float(accepted),
+                "trpo/step_fraction": float(fraction),
+                "policy/std": self.policy.log_std.detach().exp().mean().item(),
+                "env_steps": float(steps),
+                "time/sampling": sample_time,
+                "time/optimization": opt_time,
+                "time/env_steps_per_s": steps / max(total, 1e-9),
+            }
+        )
         return metrics
 
     # -- meta-test ---------------------------------------------------------------------------
@@ -411,24 +434,39 @@ class MAMLTRPO(MetaAgent):
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
         return AdaptedPolicy(params=None, num_tasks=num_tasks)
 
-    def adapt(self, policy: AdaptedPolicy, episodes: EpisodeBatch, lr: float | None = None) -> AdaptedPolicy:
-        """One inner policy-gradient step per task on ``episodes`` (step size ``lr`` or ``adapt_lr``)."""
+    def adapt(
+        self, policy: AdaptedPolicy, episodes: EpisodeBatch, lr: float | None = None
+    ) -> AdaptedPolicy:
+        """One inner policy-gradient step per task on ``episodes``.
+
+        The step size is ``lr`` when given (the paper's test protocol uses 0.1, then 0.05),
+        else ``adapt_lr``.
+        """
         if episodes.num_tasks != policy.num_tasks:
             raise ValueError(
-                f"maml-trpo: {episodes.num_tasks} tasks of episodes for a policy of {policy.num_tasks}"
+                f"maml-trpo: episodes of {episodes.num_tasks} tasks for a policy of "
+                f"{policy.num_tasks}"
             )
         episodes = episodes.to(self.device)
-        start = (self._theta_as_tasks(self.policy.params(), policy.num_tasks) if policy.params is None
-                 else {k: v.to(self.device).detach().requires_grad_(True) for k, v in policy.params.items()})
+        start = (
+            self._theta_as_tasks(self.policy.params(), policy.num_tasks)
+            if policy.params is None
+            else {
+                k: v.to(self.device).detach().requires_grad_(True) for k, v in policy.params.items()
+            }
+        )
         adv = self._advantages(episodes)
-        new = self._inner_step(start, episodes, adv, self.config.adapt_lr if lr is None else lr, False)
+        new = self._inner_step(
+            start, episodes, adv, self.config.adapt_lr if lr is None else lr, False
+        )
         return AdaptedPolicy(params=self._detached(new), num_tasks=policy.num_tasks)
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         # The baseline is refit on every batch: it has no state to keep.
-        return {"policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}}
+        return {
+            "policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
-

@@ -33,8 +33,12 @@ def main() -> None:
     parser.add_argument("--meta-batch-size", type=int, default=40)
     parser.add_argument("--episodes-per-task", type=int, default=20)
     parser.add_argument("--first-order", action="store_true")
-    parser.add_argument("--hvp-subsample", type=float, default=1.0,
-                        help="fraction of episodes for the KL Hessian (1: exact)")
+    parser.add_argument(
+        "--hvp-subsample",
+        type=float,
+        default=1.0,
+        help="fraction of episodes for the KL Hessian (1: exact)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
     parser.add_argument("--workers", type=int, default=2)
@@ -59,11 +63,13 @@ def main() -> None:
     sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
     rng = np.random.default_rng(0)
     records = []
-    print(f"MAML-TRPO on {args.env}: {config.meta_batch_size} tasks x {config.episodes_per_task} "
-          f"episodes x H={family.horizon}, device={device}, backend={args.backend}"
-          + (f" ({args.workers} workers)" if args.backend != "inline" else "")
-          + (", first order" if args.first_order else ", second order")
-          + f", hvp_subsample={args.hvp_subsample}")
+    print(
+        f"MAML-TRPO on {args.env}: {config.meta_batch_size} tasks x {config.episodes_per_task} "
+        f"episodes x H={family.horizon}, device={device}, backend={args.backend}"
+        + (f" ({args.workers} workers)" if args.backend != "inline" else "")
+        + (", first order" if args.first_order else ", second order")
+        + f", hvp_subsample={args.hvp_subsample}"
+    )
     try:
         for it in range(args.iterations):
             tasks = tasks_source.sample(config.meta_batch_size, rng)
@@ -84,10 +90,12 @@ def main() -> None:
                 "return_post": m["meta/return_post_adapt"],
             }
             records.append(rec)
-            print(f"  it {it}: {total:6.2f} s = sampling {rec['sampling_s']:6.2f} s + "
-                  f"optimization {rec['optimization_s']:6.2f} s "
-                  f"({100 * rec['optimization_share']:4.1f}%), "
-                  f"{rec['env_steps_per_s']:8.0f} env steps/s incl. optimization")
+            print(
+                f"  it {it}: {total:6.2f} s = sampling {rec['sampling_s']:6.2f} s + "
+                f"optimization {rec['optimization_s']:6.2f} s "
+                f"({100 * rec['optimization_share']:4.1f}%), "
+                f"{rec['env_steps_per_s']:8.0f} env steps/s incl. optimization"
+            )
     finally:
         sampler.close()
     steady = records[1:] or records
@@ -108,9 +116,11 @@ def main() -> None:
         "env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in steady),
         "iterations": records,
     }
-    print(f"median (after the first iteration): {summary['seconds_per_iteration']:.2f} s/it, "
-          f"optimization {100 * summary['optimization_share']:.1f}% of the iteration, "
-          f"{summary['env_steps_per_s']:.0f} env steps/s including optimization")
+    print(
+        f"median (after the first iteration): {summary['seconds_per_iteration']:.2f} s/it, "
+        f"optimization {100 * summary['optimization_share']:.1f}% of the iteration, "
+        f"{summary['env_steps_per_s']:.0f} env steps/s including optimization"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)

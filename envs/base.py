@@ -49,7 +49,9 @@ def gymnasium_asset(name: str) -> Path:
 
     path = Path(gym_mujoco.__file__).parent / "assets" / name
     if not path.exists():
-        raise FileNotFoundError(f"Gymnasium ships no MuJoCo asset {name!r} (looked in {path.parent})")
+        raise FileNotFoundError(
+            f"Gymnasium ships no MuJoCo asset {name!r} (looked in {path.parent})"
+        )
     return path
 
 
@@ -127,7 +129,9 @@ class BatchStepper(ABC):
 
     def __init__(self, family: TaskFamily, num_envs: int) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"{family.name}: a batch needs at least one env, got num_envs={num_envs!r}")
+            raise ValueError(
+                f"{family.name}: a batch needs at least one env, got num_envs={num_envs!r}"
+            )
         self.family = family
         self.num_envs = int(num_envs)
         default = family.default_task()
@@ -146,8 +150,14 @@ class BatchStepper(ABC):
             raise IndexError(f"env indices must lie in [0, {self.num_envs}), got {idx.tolist()}")
         return idx
 
-    def set_tasks(self, tasks: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None) -> None:
-        """Give env ``indices[j]`` the task ``tasks[j]`` (validated). Takes effect at the next reset."""
+    def set_tasks(
+        self, tasks: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None
+    ) -> None:
+        """Give env ``indices[j]`` the task ``tasks[j]`` (validated).
+
+        The reward changes from the next step on; a dynamics task rebuilds the env's model at
+        once, so set tasks between episodes.
+        """
         idx = self._indices(indices)
         if len(tasks) != len(idx):
             raise ValueError(f"{self.family.name}: {len(tasks)} tasks for {len(idx)} envs")
@@ -157,12 +167,14 @@ class BatchStepper(ABC):
             self._on_task_changed(int(i), task)
         self._params = self.family.task_params(self._tasks)
 
-    def _on_task_changed(self, index: int, task: Task) -> None:
+    def _on_task_changed(self, index: int, task: Task) -> None:  # noqa: B027 - optional hook
         """Hook for backends that must rebuild something per task (e.g. a scaled model)."""
 
     def _check_rngs(self, rngs: Sequence[np.random.Generator], n: int) -> None:
         if len(rngs) != n:
-            raise ValueError(f"{self.family.name}: reset needs one Generator per env ({n}), got {len(rngs)}")
+            raise ValueError(
+                f"{self.family.name}: reset needs one Generator per env ({n}), got {len(rngs)}"
+            )
 
     def _check_actions(self, actions: Array, n: int) -> Array:
         actions = np.asarray(actions, dtype=np.float64)
@@ -175,7 +187,9 @@ class BatchStepper(ABC):
         return actions
 
     @abstractmethod
-    def reset(self, rngs: Sequence[np.random.Generator], indices: Sequence[int] | None = None) -> Array:
+    def reset(
+        self, rngs: Sequence[np.random.Generator], indices: Sequence[int] | None = None
+    ) -> Array:
         """Reset the selected envs, drawing initial-state noise from ``rngs[j]``; returns obs."""
 
     @abstractmethod
@@ -234,7 +248,9 @@ class TaskFamily(ABC):
 
     def default_task(self) -> Task:
         """The task an env has before ``set_task`` (documented per family)."""
-        return self.validate_task({k: self._default_value(s) for k, s in self.param_specs().items()})
+        return self.validate_task(
+            {k: self._default_value(s) for k, s in self.param_specs().items()}
+        )
 
     @staticmethod
     def _default_value(spec: ParamSpec) -> Any:
@@ -252,7 +268,9 @@ class TaskFamily(ABC):
         """
         specs = self.param_specs()
         if not isinstance(task, Mapping):
-            raise ValueError(f"{self.name}: a task is a mapping like {self._example()}, got {task!r}")
+            raise ValueError(
+                f"{self.name}: a task is a mapping like {self._example()}, got {task!r}"
+            )
         missing = [k for k in specs if k not in task]
         unknown = [k for k in task if k not in specs]
         if missing or unknown:
@@ -278,10 +296,13 @@ class TaskFamily(ABC):
         try:
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"{self.name}: {key} must be numeric, {allowed}; got {value!r}") from None
+            raise ValueError(
+                f"{self.name}: {key} must be numeric, {allowed}; got {value!r}"
+            ) from None
         if array.shape != spec.shape:
             raise ValueError(
-                f"{self.name}: {key} must have shape {spec.shape} ({allowed}); got shape {array.shape}"
+                f"{self.name}: {key} must have shape {spec.shape} ({allowed}); "
+                f"got shape {array.shape}"
             )
         if not np.all(np.isfinite(array)):
             raise ValueError(f"{self.name}: {key} must be finite, {allowed}; got {value!r}")
@@ -296,7 +317,7 @@ class TaskFamily(ABC):
             )
         return float(array) if array.ndim == 0 else array
 
-    def _check_task(self, task: dict[str, Any]) -> None:
+    def _check_task(self, task: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Extra joint checks (e.g. a goal inside a disc); raise ValueError naming the key."""
 
     def _example(self) -> str:
@@ -308,7 +329,8 @@ class TaskFamily(ABC):
         n = check_num_tasks(n, f"{self.name}.sample_tasks")
         if not isinstance(rng, np.random.Generator):
             raise TypeError(
-                f"{self.name}.sample_tasks: rng is a numpy.random.Generator, got {type(rng).__name__}"
+                f"{self.name}.sample_tasks: rng is a numpy.random.Generator, "
+                f"got {type(rng).__name__}"
             )
         return [self.validate_task(t) for t in self._sample(n, rng)]
 
@@ -445,7 +467,9 @@ class MujocoTaskFamily(TaskFamily):
         return MujocoBatch(self, num_envs)
 
 
-def _gather_state(names: Sequence[str], datas: Sequence[mujoco.MjData], model: mujoco.MjModel) -> dict[str, Array]:
+def _gather_state(
+    names: Sequence[str], datas: Sequence[mujoco.MjData], model: mujoco.MjModel
+) -> dict[str, Array]:
     return {name: np.stack([np.array(getattr(d, name)) for d in datas]) for name in names}
 
 
@@ -483,7 +507,9 @@ class MujocoBatch(BatchStepper):
     def _select(self, arrays: dict[str, Array], idx: Array, full: bool) -> dict[str, Array]:
         return arrays if full else {k: v[idx] for k, v in arrays.items()}
 
-    def reset(self, rngs: Sequence[np.random.Generator], indices: Sequence[int] | None = None) -> Array:
+    def reset(
+        self, rngs: Sequence[np.random.Generator], indices: Sequence[int] | None = None
+    ) -> Array:
         idx = self._indices(indices)
         self._check_rngs(rngs, len(idx))
         fam = self.family
@@ -580,7 +606,7 @@ class MetaEnv(gym.Env):
     the reward terms, which sum exactly to the reward.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}  # noqa: RUF012 - gym API
 
     def __init__(
         self,
@@ -599,7 +625,9 @@ class MetaEnv(gym.Env):
 
             self.family = make_family(family, **family_kwargs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
         self.render_mode = render_mode
         self.width, self.height = int(width), int(height)
         self.observation_space = self.family.observation_space
@@ -627,7 +655,9 @@ class MetaEnv(gym.Env):
     def get_task(self) -> Task:
         return self._batch.tasks[0]
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Array, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Array, dict[str, Any]]:
         super().reset(seed=seed)
         if options and "task" in options:
             self.set_task(options["task"])
@@ -643,7 +673,7 @@ class MetaEnv(gym.Env):
         truncated = self._steps >= self.family.horizon
         return result.obs[0], float(result.reward[0]), bool(result.terminated[0]), truncated, info
 
-    def render(self) -> Array | None:  # type: ignore[override]
+    def render(self) -> Array | None:
         if self.render_mode is None:
             gym.logger.warn("render() was called without render_mode='rgb_array'")
             return None

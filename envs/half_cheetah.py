@@ -51,7 +51,9 @@ class HalfCheetahVel(HalfCheetahRobot):
 
     def param_specs(self) -> dict[str, ParamSpec]:
         return {
-            "velocity": ParamSpec(low=0.0, high=self.max_velocity, doc="goal forward velocity (m/s)")
+            "velocity": ParamSpec(
+                low=0.0, high=self.max_velocity, doc="goal forward velocity (m/s)"
+            )
         }
 
     def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -109,7 +111,8 @@ class HalfCheetahDir(HalfCheetahRobot):
     variants: ClassVar[dict[str, Variant]] = {
         "maml": Variant(
             horizon=200,
-            source="Finn et al. 2017 (MAML) Sec. 5.3 and cbfinn/maml_rl half_cheetah_env_rand_direc.py",
+            source="Finn et al. 2017 (MAML) Sec. 5.3 and cbfinn/maml_rl "
+            "half_cheetah_env_rand_direc.py",
         ),
     }
 

@@ -63,7 +63,9 @@ class MetaAgent(ABC):
         device: torch.device,
     ) -> None:
         if not isinstance(config, self.config_cls):
-            raise TypeError(f"{self.name} takes a {self.config_cls.__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{self.name} takes a {self.config_cls.__name__}, got {type(config).__name__}"
+            )
         for space, what in ((observation_space, "observation"), (action_space, "action")):
             if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
                 raise ValueError(f"{self.name} needs a flat Box {what} space, got {space}")
@@ -73,7 +75,9 @@ class MetaAgent(ABC):
         self.device = torch.device(device)
 
     @abstractmethod
-    def train_step(self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator) -> dict[str, float]:
+    def train_step(
+        self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
+    ) -> dict[str, float]:
         """One meta-iteration on ``tasks``; sampling seeds come from ``rng``.
 
         Returns metrics with namespaced keys (``meta/return_pre_adapt``, ``losses/...``,
@@ -110,10 +114,14 @@ class MetaAgent(ABC):
         policy = self.exploration_policy(len(tasks))
         curve = []
         for step in range(num_steps + 1):
-            params = None if policy.params is None else {
-                k: v.detach().cpu() for k, v in policy.params.items()}
-            batch = sampler.sample(tasks, episodes_per_step, params=params,
-                                   seed=int(seeds[step] >> np.uint64(2)))
+            params = (
+                None
+                if policy.params is None
+                else {k: v.detach().cpu() for k, v in policy.params.items()}
+            )
+            batch = sampler.sample(
+                tasks, episodes_per_step, params=params, seed=int(seeds[step] >> np.uint64(2))
+            )
             curve.append(batch.returns.reshape(len(tasks), episodes_per_step).mean(1).numpy())
             if step < num_steps:
                 if step_sizes is not None:

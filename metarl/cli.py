@@ -5,6 +5,8 @@
     metarl list                                   # families, variants, algorithms, presets
     metarl train maml-trpo --env HalfCheetahVel --preset quick --iterations 20 --seed 1
     metarl train maml-trpo --resume runs/maml-trpo-HalfCheetahVel-...
+    metarl eval runs/RUN_A runs/RUN_B --protocol paper   # meta-test, CSV/JSON/PNG in RUN/eval
+    metarl render runs/RUN_A --task-index 3 --gif         # adaptation video under videos/
 
 Every option of ``train`` is a field of :class:`metarl.train.RunArgs` or of the algorithm's
 config dataclass (``metarl train ALGO --help`` lists them with their docs); the preset gives
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -24,6 +28,8 @@ USAGE = """usage: metarl COMMAND ...
 
 commands:
   train ALGO [options]   meta-train an agent (metarl train ALGO --help for options)
+  eval RUN [RUN ...]     meta-test on held-out tasks with a from-scratch PPO baseline
+  render RUN             video of a held-out task before and after each adaptation step
   list                   task families, algorithms and presets
 """
 
@@ -65,8 +71,8 @@ def _train(argv: Sequence[str]) -> int:
         config=(tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff),
     )
     explicit = any(a == "--iterations" or a.startswith("--iterations=") for a in rest)
-    iterations = args.config.iterations if explicit else None  # type: ignore[attr-defined]
-    run_dir = train(algo, args.run, args.config, iterations=iterations)  # type: ignore[attr-defined]
+    iterations = args.config.iterations if explicit else None
+    run_dir = train(algo, args.run, args.config, iterations=iterations)
     print(f"run folder: {run_dir}")
     return 0
 
@@ -89,7 +95,203 @@ def _list(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "list": _list}
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metarl eval",
+        description="Meta-test runs on held-out tasks: mean return after 0..K adaptation steps "
+        "(RL^2: episode 1..K+1 of a trial) with 95%% confidence intervals over tasks x seeds, "
+        "beside Stable-Baselines3 PPO learning the same tasks from scratch with the same env "
+        "steps. Writes RUN/eval/<protocol>.csv, .json and .png.",
+    )
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders")
+    parser.add_argument(
+        "--protocol",
+        default="quick",
+        help="preset: quick or paper (Finn et "
+        "al. 2017: 40 tasks, 20 rollouts per step, step size 0.1 then 0.05)",
+    )
+    parser.add_argument("--num-tasks", type=int, help="held-out tasks (override)")
+    parser.add_argument("--num-steps", type=int, help="adaptation steps K (override)")
+    parser.add_argument("--episodes-per-step", type=int, help="episodes per step (override)")
+    parser.add_argument("--step-sizes", type=float, nargs="+", help="MAML step size per step")
+    parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds (override)")
+    parser.add_argument(
+        "--checkpoint", help="iteration number or checkpoint file (default: checkpoints/latest.pt)"
+    )
+    parser.add_argument(
+        "--baseline-tasks",
+        type=int,
+        default=3,
+        help="held-out tasks the SB3 PPO baseline learns (default 3)",
+    )
+    parser.add_argument(
+        "--baseline-episodes",
+        type=int,
+        default=5,
+        help="episodes per evaluation of the baseline (default 5)",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the SB3 baseline")
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        help="PNG of all runs together (default with "
+        "several runs: eval-<protocol>.png beside the first run folder)",
+    )
+    parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _eval(argv: Sequence[str]) -> int:
+    args = _eval_parser().parse_args(list(argv))
+    from metarl.evaluation import (
+        check_writable,
+        eval_dir,
+        evaluate_run,
+        held_out_tasks,
+        load_run,
+        make_protocol,
+        write_eval,
+    )
+    from metarl.plots import plot_adaptation
+
+    if args.num_workers < 1:
+        raise UsageError(f"--num-workers must be >= 1, got {args.num_workers}")
+    baseline_tasks = 0 if args.no_baseline else args.baseline_tasks
+    # Everything that can fail is checked before the first (long) evaluation starts.
+    jobs = []
+    for path in args.runs:
+        run = load_run(path, checkpoint=args.checkpoint)
+        protocol = make_protocol(
+            args.protocol,
+            run.family.name,
+            num_tasks=args.num_tasks,
+            num_steps=args.num_steps,
+            episodes_per_step=args.episodes_per_step,
+            step_sizes=args.step_sizes,
+            seeds=args.seeds,
+        )
+        if baseline_tasks > min(protocol.num_tasks, len(held_out_tasks(run.family, protocol))):
+            raise UsageError(
+                f"--baseline-tasks {baseline_tasks} exceeds the protocol's "
+                f"{protocol.num_tasks} held-out tasks"
+            )
+        check_writable(eval_dir(run.path))
+        jobs.append((run, protocol))
+    figure = args.figure
+    if figure is None and len(jobs) > 1:
+        figure = Path(args.runs[0]).resolve().parent / f"eval-{jobs[0][1].name}.png"
+    if figure is not None:
+        if Path(figure).suffix.lower() != ".png":
+            raise UsageError(f"--figure must end in .png, got {figure}")
+        check_writable(Path(figure).parent)
+    results = []
+    for run, protocol in jobs:
+        result = evaluate_run(
+            run,
+            protocol,
+            baseline_tasks=baseline_tasks,
+            baseline_eval_episodes=args.baseline_episodes,
+            backend=args.backend,
+            num_workers=args.num_workers,
+            progress=not args.no_progress,
+        )
+        paths = write_eval(result, eval_dir(run.path))
+        png = plot_adaptation([result], eval_dir(run.path) / f"{protocol.name}.png")
+        results.append(result)
+        print(
+            f"{run.name} ({run.algo}, {run.family.name}, iteration {run.iteration}, "
+            f"protocol {protocol.name}):"
+        )
+        base = result.baseline_summaries()
+        for s, summ in enumerate(result.summaries()):
+            line = (
+                f"  {result.step_label(s):<10} {summ.mean:10.2f}  "
+                f"[{summ.ci_low:.2f}, {summ.ci_high:.2f}]"
+            )
+            if base:
+                line += f"   sb3-ppo-scratch {base[s].mean:10.2f}"
+            if result.reference is not None and s < len(result.reference.returns):
+                line += f"   published {result.reference.returns[s]:.1f}"
+            print(line)
+        print(f"  wrote {paths['csv']}, {paths['json']}, {png}")
+    if figure is not None:
+        print(f"figure: {plot_adaptation(results, figure)}")
+    return 0
+
+
+def _render_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metarl render",
+        description="Render a held-out task (or --task) before adaptation and after each "
+        "adaptation step (RL^2: each episode of a trial), side by side, to an MP4.",
+    )
+    parser.add_argument("run", type=Path, metavar="RUN", help="run folder")
+    parser.add_argument(
+        "--task",
+        help="task as JSON, e.g. '{\"velocity\": 1.5}' (default: held-out task --task-index)",
+    )
+    parser.add_argument("--task-index", type=int, default=0, help="which held-out test task")
+    parser.add_argument("--out", type=Path, help="MP4 path (default videos/<run>-<task id>.mp4)")
+    parser.add_argument("--gif", action="store_true", help="also write a GIF beside the MP4")
+    parser.add_argument("--num-steps", type=int, help="adaptation steps K (K + 1 panels)")
+    parser.add_argument("--episodes-per-step", type=int, help="episodes per adaptation step")
+    parser.add_argument("--step-sizes", type=float, nargs="+", help="MAML step size per step")
+    parser.add_argument("--width", type=int, default=320, help="panel width in pixels")
+    parser.add_argument("--height", type=int, default=240, help="panel height in pixels")
+    parser.add_argument("--fps", type=int, help="frames per second (default: real time)")
+    parser.add_argument("--camera", help="MuJoCo camera name or id (default: tracking)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds resets and adaptation")
+    parser.add_argument("--checkpoint", help="iteration number or checkpoint file")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _render(argv: Sequence[str]) -> int:
+    args = _render_parser().parse_args(list(argv))
+    from metarl.video import RenderError, render_adaptation, select_gl_backend
+
+    try:
+        # Before MuJoCo is imported; a family that needs no OpenGL renders without one, and
+        # one that does asks again and reports what was tried.
+        select_gl_backend()
+    except RenderError:
+        pass
+    from metarl.evaluation import load_run
+    from metarl.tasks import Task
+
+    task = None
+    if args.task is not None:
+        try:
+            task = Task.from_json(args.task)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--task is not valid JSON ({exc}): {args.task!r}") from exc
+    run = load_run(args.run, checkpoint=args.checkpoint)
+    try:
+        path = render_adaptation(
+            run,
+            task=task,
+            task_index=args.task_index,
+            out=args.out,
+            num_steps=args.num_steps,
+            episodes_per_step=args.episodes_per_step,
+            step_sizes=args.step_sizes,
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            camera=args.camera,
+            seed=args.seed,
+            gif=args.gif,
+            progress=not args.no_progress,
+        )
+    except RenderError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"video: {path}" + (f" (and {path.with_suffix('.gif')})" if args.gif else ""))
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "render": _render, "list": _list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,7 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command = argv[0]
     if command not in COMMANDS:
-        print(f"metarl: unknown command {command!r}; commands are {sorted(COMMANDS)}", file=sys.stderr)
+        print(
+            f"metarl: unknown command {command!r}; commands are {sorted(COMMANDS)}", file=sys.stderr
+        )
         return 2
     try:
         return COMMANDS[command](argv[1:])

@@ -107,13 +107,17 @@ class GaussianMLPPolicy(nn.Module):
         """The meta-parameters as a name -> tensor dict (shared storage, requires grad)."""
         return dict(self.named_parameters())
 
-    def functional(self, obs: Tensor, params: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def functional(
+        self, obs: Tensor, params: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """``forward`` with ``params`` in place of the module's own (None: its own)."""
         if params is None:
             return self(obs)
         return functional_call(self, dict(params), (obs,))
 
-    def log_prob(self, obs: Tensor, actions: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+    def log_prob(
+        self, obs: Tensor, actions: Tensor, params: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
         """Log-probability of ``actions`` under the policy with ``params``: ``[...]``."""
         mean, log_std = self.functional(obs, params)
         return gaussian_log_prob(actions, mean, log_std)

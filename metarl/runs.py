@@ -39,8 +39,8 @@ __all__ = [
     "create_run_dir",
     "load_checkpoint",
     "read_run_config",
-    "restore_rng_state",
     "resolve_device",
+    "restore_rng_state",
     "to_jsonable",
 ]
 
@@ -64,8 +64,9 @@ def resolve_device(device: str) -> torch.device:
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device "
-                         "(use --device auto or cpu)")
+        raise ValueError(
+            "--device cuda was asked for, but torch sees no CUDA device (use --device auto or cpu)"
+        )
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'")
     return resolved

@@ -121,8 +121,13 @@ class Task(Mapping[str, TaskValue]):
             normalized[key] = _normalize_value(key, merged[key])
         object.__setattr__(self, "_params", normalized)
         canonical = json.dumps(
-            {k: [type(v).__name__ if not isinstance(v, np.ndarray) else f"array[{v.dtype}]",
-                 _jsonable(v)] for k, v in normalized.items()},
+            {
+                k: [
+                    type(v).__name__ if not isinstance(v, np.ndarray) else f"array[{v.dtype}]",
+                    _jsonable(v),
+                ]
+                for k, v in normalized.items()
+            },
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -241,14 +246,17 @@ class TaskSplit:
     HalfCheetahDir, whose two tasks are both trained on and tested on)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "train", tuple(Task(t) if not isinstance(t, Task) else t
-                                                for t in self.train))
-        object.__setattr__(self, "test", tuple(Task(t) if not isinstance(t, Task) else t
-                                               for t in self.test))
+        object.__setattr__(
+            self, "train", tuple(Task(t) if not isinstance(t, Task) else t for t in self.train)
+        )
+        object.__setattr__(
+            self, "test", tuple(Task(t) if not isinstance(t, Task) else t for t in self.test)
+        )
         overlap = {t.id for t in self.train} & {t.id for t in self.test}
         if overlap and self.disjoint:
-            raise ValueError(f"task split {self.name!r}: {len(overlap)} task(s) are in both "
-                             "train and test")
+            raise ValueError(
+                f"task split {self.name!r}: {len(overlap)} task(s) are in both train and test"
+            )
 
     @classmethod
     def from_sampler(
@@ -376,8 +384,9 @@ def _check_env_id(env_id: str, who: str) -> None:
     raise ValueError(f"{who}: {env_id!r} is not a registered Gymnasium env id.{hint}")
 
 
-def _make_env_factory(env: str | Callable[[], gym.Env], env_kwargs: Mapping[str, Any] | None,
-                      who: str) -> Callable[[], gym.Env]:
+def _make_env_factory(
+    env: str | Callable[[], gym.Env], env_kwargs: Mapping[str, Any] | None, who: str
+) -> Callable[[], gym.Env]:
     kwargs = dict(env_kwargs or {})
     if isinstance(env, str):
         _check_env_id(env, who)
@@ -476,7 +485,9 @@ class SetTaskEnvSampler:
         try:
             set_task(task)
         except Exception as exc:
-            raise ValueError(f"{type(env.unwrapped).__name__}.set_task rejected {task}: {exc}") from exc
+            raise ValueError(
+                f"{type(env.unwrapped).__name__}.set_task rejected {task}: {exc}"
+            ) from exc
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
         n = check_num_tasks(n, f"{type(self).__name__}.sample")
@@ -501,7 +512,7 @@ class GymKwargsTaskSampler:
         >>> sampler = GymKwargsTaskSampler(
         ...     "HalfCheetah-v5", {"ctrl_cost_weight": Uniform(0.05, 0.2)})
         >>> tasks = sampler.sample(4, np.random.default_rng(0))
-        >>> env = sampler.make_env(tasks[0])  # gymnasium.make("HalfCheetah-v5", ctrl_cost_weight=...)
+        >>> env = sampler.make_env(tasks[0])  # HalfCheetah-v5 with that ctrl_cost_weight
 
     Args:
         env_id: a registered Gymnasium env id.
@@ -556,10 +567,12 @@ class GymKwargsTaskSampler:
                     f"{self.env_id}: task has parameter(s) {sorted(unknown)} that this sampler "
                     f"does not draw; it draws {sorted(self.distributions)}"
                 )
-            kwargs.update({k: (v.tolist() if isinstance(v, np.ndarray) else v)
-                           for k, v in task.items()})
+            kwargs.update(
+                {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in task.items()}
+            )
         try:
             return gym.make(self.env_id, **kwargs)
         except TypeError as exc:
-            raise ValueError(f"gymnasium.make({self.env_id!r}) rejected the task kwargs "
-                             f"{sorted(kwargs)}: {exc}") from exc
+            raise ValueError(
+                f"gymnasium.make({self.env_id!r}) rejected the task kwargs {sorted(kwargs)}: {exc}"
+            ) from exc

@@ -22,8 +22,8 @@ import torch
 
 from metarl.agent import MetaAgent, config_from_dict
 from metarl.runs import (
-    RunError,
     MetricsLogger,
+    RunError,
     capture_rng_state,
     create_run_dir,
     latest_checkpoint,
@@ -112,9 +112,17 @@ def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any]
     fields = {k: v for k, v in saved_run.items() if k in RunArgs.__dataclass_fields__}
     for key in ("run_dir", "resume"):
         fields.pop(key, None)
-    resumed = RunArgs(**{**fields, "run_dir": Path(run.resume), "resume": Path(run.resume),
-                         "progress": run.progress, "device": run.device,
-                         "backend": run.backend, "num_workers": run.num_workers})
+    resumed = RunArgs(
+        **{
+            **fields,
+            "run_dir": Path(run.resume),
+            "resume": Path(run.resume),
+            "progress": run.progress,
+            "device": run.device,
+            "backend": run.backend,
+            "num_workers": run.num_workers,
+        }
+    )
     saved_config = config_from_dict(type(config), saved["config"])
     return resumed, saved_config
 
@@ -158,16 +166,30 @@ def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -
         run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
         create_run_dir(
             run_dir,
-            {"algo": algo, "run": asdict(run), "config": asdict(config),
-             "family": {"name": family.name, "variant": family.variant, "horizon": family.horizon}},
+            {
+                "algo": algo,
+                "run": asdict(run),
+                "config": asdict(config),
+                "family": {
+                    "name": family.name,
+                    "variant": family.variant,
+                    "horizon": family.horizon,
+                },
+            },
         )
     task_sampler = FamilyTaskSampler(family)
-    sampler = make_sampler(task_sampler, agent.policy, backend=run.backend, num_workers=run.num_workers)
+    sampler = make_sampler(
+        task_sampler, agent.policy, backend=run.backend, num_workers=run.num_workers
+    )
     logger = MetricsLogger(run_dir, start_iteration=start)
 
     def snapshot(done: int) -> dict[str, Any]:
-        return {"iteration": done, "algo": algo, "agent": copy.deepcopy(agent.state_dict()),
-                "rng": capture_rng_state(rng)}
+        return {
+            "iteration": done,
+            "algo": algo,
+            "agent": copy.deepcopy(agent.state_dict()),
+            "rng": capture_rng_state(rng),
+        }
 
     last = snapshot(start)
     bar = _progress(run.progress, start, iterations, f"{algo} {run.env}")
@@ -181,14 +203,19 @@ def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -
             done = it + 1
             last = snapshot(done)
             if done % run.checkpoint_every == 0 or done == iterations:
-                save_checkpoint(run_dir, last, done, keep=done % run.keep_every == 0 or done == iterations)
+                save_checkpoint(
+                    run_dir, last, done, keep=done % run.keep_every == 0 or done == iterations
+                )
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(_postfix(metrics), refresh=False)
     except KeyboardInterrupt:
         save_checkpoint(run_dir, last, int(last["iteration"]), keep=False)
-        print(f"\ninterrupted: saved iteration {last['iteration']} to {run_dir}; continue with "
-              f"--resume {run_dir}", file=sys.stderr)
+        print(
+            f"\ninterrupted: saved iteration {last['iteration']} to {run_dir}; continue with "
+            f"--resume {run_dir}",
+            file=sys.stderr,
+        )
         raise
     finally:
         if bar is not None:
@@ -198,8 +225,9 @@ def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -
     return run_dir
 
 
-def make_sampler(source: Any, policy: torch.nn.Module, backend: str = "inline",
-                 num_workers: int = 1) -> Sampler:
+def make_sampler(
+    source: Any, policy: torch.nn.Module, backend: str = "inline", num_workers: int = 1
+) -> Sampler:
     """The sampler backend ``backend`` (inline, processes, ray) for ``source`` and ``policy``."""
     from metarl.sampling import InlineSampler, ProcessSampler, RaySampler
 

@@ -62,8 +62,9 @@ def task_columns(k: int) -> slice:
     return slice(k * E, (k + 1) * E)
 
 
-def reference_inner_step(agent: MAMLTRPO, theta: dict, batch: EpisodeBatch, adv: torch.Tensor,
-                         create_graph: bool) -> list[dict]:
+def reference_inner_step(
+    agent: MAMLTRPO, theta: dict, batch: EpisodeBatch, adv: torch.Tensor, create_graph: bool
+) -> list[dict]:
     """Per-task inner steps, one task at a time with torch.autograd.grad."""
     out = []
     for k in range(K):
@@ -72,13 +73,21 @@ def reference_inner_step(agent: MAMLTRPO, theta: dict, batch: EpisodeBatch, adv:
         mask = batch.valid[:, cols].double()
         loss = -(lp * adv[:, cols] * mask).sum() / mask.sum()
         grads = torch.autograd.grad(loss, list(theta.values()), create_graph=create_graph)
-        out.append({n: p - agent.config.adapt_lr * g for (n, p), g in zip(theta.items(), grads)})
+        lr = agent.config.adapt_lr
+        out.append({n: p - lr * g for (n, p), g in zip(theta.items(), grads, strict=True)})
     return out
 
 
-def reference_outer_loss(agent: MAMLTRPO, theta: dict, train: EpisodeBatch, train_adv: torch.Tensor,
-                         valid: EpisodeBatch, valid_adv: torch.Tensor, old: tuple,
-                         create_graph: bool) -> torch.Tensor:
+def reference_outer_loss(
+    agent: MAMLTRPO,
+    theta: dict,
+    train: EpisodeBatch,
+    train_adv: torch.Tensor,
+    valid: EpisodeBatch,
+    valid_adv: torch.Tensor,
+    old: tuple,
+    create_graph: bool,
+) -> torch.Tensor:
     adapted = reference_inner_step(agent, theta, train, train_adv, create_graph)
     losses = []
     for k in range(K):
@@ -97,8 +106,9 @@ def setup() -> tuple:
     train, valid = make_batch(1), make_batch(2)
     train_adv, valid_adv = agent._advantages(train), agent._advantages(valid)
     theta = agent.policy.params()
-    adapted = agent._inner_step(agent._theta_as_tasks(theta, K), train, train_adv,
-                                agent.config.adapt_lr, False)
+    adapted = agent._inner_step(
+        agent._theta_as_tasks(theta, K), train, train_adv, agent.config.adapt_lr, False
+    )
     with torch.no_grad():
         old = agent._distribution({k: v.detach() for k, v in adapted.items()}, valid.obs, K)
     return agent, train, train_adv, valid, valid_adv, old
@@ -107,8 +117,9 @@ def setup() -> tuple:
 def test_inner_step_equals_per_task_autograd(setup: tuple) -> None:
     agent, train, train_adv, *_ = setup
     theta = agent.policy.params()
-    batched = agent._inner_step(agent._theta_as_tasks(theta, K), train, train_adv,
-                                agent.config.adapt_lr, False)
+    batched = agent._inner_step(
+        agent._theta_as_tasks(theta, K), train, train_adv, agent.config.adapt_lr, False
+    )
     reference = reference_inner_step(agent, theta, train, train_adv, False)
     for k in range(K):
         for name in theta:
@@ -134,7 +145,7 @@ def test_second_order_meta_gradient_matches_autograd_and_finite_differences(setu
     grad = torch.autograd.grad(loss, list(theta.values()))
     ref_loss = reference_outer_loss(agent, theta, train, train_adv, valid, valid_adv, old, True)
     ref_grad = torch.autograd.grad(ref_loss, list(theta.values()))
-    for g, r in zip(grad, ref_grad):
+    for g, r in zip(grad, ref_grad, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)
 
     # Central finite differences along random directions, in float64.
@@ -144,10 +155,14 @@ def test_second_order_meta_gradient_matches_autograd_and_finite_differences(setu
     for _ in range(3):
         direction = torch.randn(flat.numel(), generator=gen, dtype=torch.float64)
         chunks = torch.split(direction, [p.numel() for p in theta.values()])
-        plus = {n: (p + eps * c.view_as(p)).detach().requires_grad_(True)
-                for (n, p), c in zip(theta.items(), chunks)}
-        minus = {n: (p - eps * c.view_as(p)).detach().requires_grad_(True)
-                 for (n, p), c in zip(theta.items(), chunks)}
+        plus = {
+            n: (p + eps * c.view_as(p)).detach().requires_grad_(True)
+            for (n, p), c in zip(theta.items(), chunks, strict=True)
+        }
+        minus = {
+            n: (p - eps * c.view_as(p)).detach().requires_grad_(True)
+            for (n, p), c in zip(theta.items(), chunks, strict=True)
+        }
         f_plus, _ = agent.meta_objective(plus, [train], [train_adv], valid, valid_adv, old, True)
         f_minus, _ = agent.meta_objective(minus, [train], [train_adv], valid, valid_adv, old, True)
         fd = (float(f_plus) - float(f_minus)) / (2 * eps)
@@ -171,18 +186,26 @@ def test_first_order_gradient_is_gradient_at_adapted_parameters(setup: tuple) ->
         mask = valid.valid[:, cols].double()
         losses.append(-(torch.exp(lp - old_lp) * valid_adv[:, cols] * mask).sum() / mask.sum())
     total = torch.stack(losses).mean()
-    per_task = [torch.autograd.grad(total, list(leaf.values()), retain_graph=True) for leaf in leaves]
+    per_task = [
+        torch.autograd.grad(total, list(leaf.values()), retain_graph=True) for leaf in leaves
+    ]
     for i, g in enumerate(first_order):
         torch.testing.assert_close(g, sum(pt[i] for pt in per_task), rtol=1e-10, atol=1e-12)
     # And it differs from the second-order gradient (the inner Hessian term is real).
     loss2, _ = agent.meta_objective(theta, [train], [train_adv], valid, valid_adv, old, True)
     second = torch.autograd.grad(loss2, list(theta.values()))
-    assert any(not torch.allclose(a, b, atol=1e-8) for a, b in zip(first_order, second))
+    pairs = zip(first_order, second, strict=True)
+    assert any(not torch.allclose(a, b, atol=1e-8) for a, b in pairs)
 
 
 def test_config_rejects_impossible_values() -> None:
-    for bad in ({"max_kl": 0.0}, {"meta_batch_size": 0}, {"adapt_lr": -1.0},
-                {"ls_backtrack_ratio": 1.0}, {"hidden_sizes": ()}):
+    for bad in (
+        {"max_kl": 0.0},
+        {"meta_batch_size": 0},
+        {"adapt_lr": -1.0},
+        {"ls_backtrack_ratio": 1.0},
+        {"hidden_sizes": ()},
+    ):
         with pytest.raises(ValueError, match="MAMLTRPOConfig"):
             MAMLTRPOConfig(**bad)  # type: ignore[arg-type]
 
@@ -194,7 +217,8 @@ def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: tuple) -> Non
     # With every episode, the curvature KL is the training KL itself.
     assert full(theta).item() == pytest.approx(
         agent.meta_objective(theta, [train], [train_adv], valid, valid_adv, old, True)[1].item(),
-        abs=1e-12)
+        abs=1e-12,
+    )
     sub_agent = make_agent(hvp_subsample=0.5)
     sub_agent.policy.load_state_dict(agent.policy.state_dict())
     sub = sub_agent._curvature_kl([train], [train_adv], valid, valid_adv, True)

@@ -38,8 +38,11 @@ def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_learns_to_adapt_on_point2d(tmp_path: Path) -> None:
     config = replace(MAMLTRPO.preset("quick", "Point2DNav"), iterations=25)
-    run = train("maml-trpo", RunArgs(env="Point2DNav", seed=1, run_dir=tmp_path / "run",
-                                     progress=False), config)
+    run = train(
+        "maml-trpo",
+        RunArgs(env="Point2DNav", seed=1, run_dir=tmp_path / "run", progress=False),
+        config,
+    )
     table = rows(run)
     assert len(table) == 25
     pre = [float(r["meta/return_pre_adapt"]) for r in table]
@@ -53,13 +56,25 @@ def test_learns_to_adapt_on_point2d(tmp_path: Path) -> None:
 
 
 def test_resume_is_bit_identical(tmp_path: Path) -> None:
-    straight = train("maml-trpo", RunArgs(env="Point2DNav", seed=3, run_dir=tmp_path / "a",
-                                          progress=False, checkpoint_every=1), TINY)
-    half = train("maml-trpo", RunArgs(env="Point2DNav", seed=3, run_dir=tmp_path / "b",
-                                      progress=False, checkpoint_every=1), TINY, iterations=2)
+    straight = train(
+        "maml-trpo",
+        RunArgs(
+            env="Point2DNav", seed=3, run_dir=tmp_path / "a", progress=False, checkpoint_every=1
+        ),
+        TINY,
+    )
+    half = train(
+        "maml-trpo",
+        RunArgs(
+            env="Point2DNav", seed=3, run_dir=tmp_path / "b", progress=False, checkpoint_every=1
+        ),
+        TINY,
+        iterations=2,
+    )
     assert load_checkpoint(latest_checkpoint(half))["iteration"] == 2
-    resumed = train("maml-trpo", RunArgs(env="Point2DNav", resume=half, progress=False), TINY,
-                    iterations=4)
+    resumed = train(
+        "maml-trpo", RunArgs(env="Point2DNav", resume=half, progress=False), TINY, iterations=4
+    )
     assert resumed == half
     assert untimed(rows(straight)) == untimed(rows(resumed))
     a, b = final_params(straight), final_params(resumed)
@@ -70,9 +85,27 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "metarl", "train", "maml-trpo", "--env", "Point2DNav",
-           "--iterations", "1000", "--meta-batch-size", "2", "--episodes-per-task", "2",
-           "--checkpoint-every", "1000", "--run-dir", str(run_dir), "--progress", "False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metarl",
+        "train",
+        "maml-trpo",
+        "--env",
+        "Point2DNav",
+        "--iterations",
+        "1000",
+        "--meta-batch-size",
+        "2",
+        "--episodes-per-task",
+        "2",
+        "--checkpoint-every",
+        "1000",
+        "--run-dir",
+        str(run_dir),
+        "--progress",
+        "False",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -94,12 +127,27 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     assert done >= 2
     # The CSV may hold one more row than the checkpoint (an iteration finished while the
     # signal arrived); resume drops it and continues from the checkpoint.
-    assert main(["train", "maml-trpo", "--resume", str(run_dir), "--iterations", str(done + 1),
-                 "--progress", "False"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "maml-trpo",
+                "--resume",
+                str(run_dir),
+                "--iterations",
+                str(done + 1),
+                "--progress",
+                "False",
+            ]
+        )
+        == 0
+    )
     assert [int(r["iteration"]) for r in rows(run_dir)] == list(range(done + 1))
 
 
-def test_cli_errors_come_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_come_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", "maml-trp"]) == 2
     assert "maml-trpo" in capsys.readouterr().err
     assert main(["train", "maml-trpo", "--env", "HalfCheetaVel"]) == 2
@@ -114,23 +162,32 @@ def test_cli_errors_come_before_any_work(tmp_path: Path, capsys: pytest.CaptureF
     assert "not a run folder" in capsys.readouterr().err
     other = tmp_path / "other"
     other.mkdir()
-    (other / "config.json").write_text(json.dumps(
-        {"format_version": 1, "algo": "reptile-ppo", "run": {"env": "Point2DNav"}, "config": {}}))
+    (other / "config.json").write_text(
+        json.dumps(
+            {"format_version": 1, "algo": "reptile-ppo", "run": {"env": "Point2DNav"}, "config": {}}
+        )
+    )
     assert main(["train", "maml-trpo", "--resume", str(other)]) == 2
     assert "made by 'reptile-ppo'" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
 
 
 def test_resume_refuses_another_family(tmp_path: Path) -> None:
-    run = train("maml-trpo", RunArgs(env="Point2DNav", run_dir=tmp_path / "run", progress=False),
-                replace(TINY, iterations=1))
+    run = train(
+        "maml-trpo",
+        RunArgs(env="Point2DNav", run_dir=tmp_path / "run", progress=False),
+        replace(TINY, iterations=1),
+    )
     with pytest.raises(ValueError, match="trains 'Point2DNav', not 'HalfCheetahDir'"):
         train("maml-trpo", RunArgs(env="HalfCheetahDir", resume=run, progress=False), TINY)
 
 
 def test_run_folder_contents(tmp_path: Path) -> None:
-    run = train("maml-trpo", RunArgs(env="Point2DNav", run_dir=tmp_path / "run", progress=False),
-                replace(TINY, iterations=2))
+    run = train(
+        "maml-trpo",
+        RunArgs(env="Point2DNav", run_dir=tmp_path / "run", progress=False),
+        replace(TINY, iterations=2),
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["algo"] == "maml-trpo"
     assert config["config"]["max_kl"] == TINY.max_kl
@@ -138,17 +195,25 @@ def test_run_folder_contents(tmp_path: Path) -> None:
     assert (run / "checkpoints" / "iter_000002.pt").exists()
     assert any((run / "tb").iterdir())
     header = rows(run)[0].keys()
-    for key in ("meta/return_pre_adapt", "meta/return_post_adapt", "trpo/kl", "env_steps",
-                "time/sampling", "time/optimization", "losses/surrogate_before"):
+    for key in (
+        "meta/return_pre_adapt",
+        "meta/return_post_adapt",
+        "trpo/kl",
+        "env_steps",
+        "time/sampling",
+        "time/optimization",
+        "losses/surrogate_before",
+    ):
         assert key in header
 
 
 @pytest.mark.gpu
 def test_trains_on_cuda(tmp_path: Path) -> None:
-    run = train("maml-trpo", RunArgs(env="HalfCheetahVel", device="cuda", progress=False,
-                                     run_dir=tmp_path / "run"),
-                replace(TINY, iterations=2))
+    run = train(
+        "maml-trpo",
+        RunArgs(env="HalfCheetahVel", device="cuda", progress=False, run_dir=tmp_path / "run"),
+        replace(TINY, iterations=2),
+    )
     assert len(rows(run)) == 2
     params = final_params(run)
     assert all(torch.isfinite(v).all() for v in params.values())
-

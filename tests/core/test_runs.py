@@ -26,8 +26,9 @@ from metarl.runs import (
 
 
 def test_create_and_read_run_dir(tmp_path: Path) -> None:
-    run = create_run_dir(tmp_path / "run", {"algo": "maml-trpo", "run": {"run_dir": tmp_path,
-                                                                      "sizes": (1, 2)}})
+    run = create_run_dir(
+        tmp_path / "run", {"algo": "maml-trpo", "run": {"run_dir": tmp_path, "sizes": (1, 2)}}
+    )
     config = read_run_config(run)
     assert config["format_version"] == FORMAT_VERSION
     assert config["run"] == {"run_dir": str(tmp_path), "sizes": [1, 2]}
@@ -39,7 +40,7 @@ def test_read_run_config_errors(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="does not exist"):
         read_run_config(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RunError, match="no config.json"):
+    with pytest.raises(RunError, match=r"no config\.json"):
         read_run_config(tmp_path / "empty")
     (tmp_path / "empty" / "config.json").write_text("{not json")
     with pytest.raises(RunError, match="not valid JSON"):
@@ -66,7 +67,9 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
     np.testing.assert_array_equal(other.random(5), expected)
     # No temporary files are left beside the checkpoint.
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "iter_000007.pt", "latest.pt"]
+        "iter_000007.pt",
+        "latest.pt",
+    ]
 
 
 def test_load_checkpoint_rejects_other_files(tmp_path: Path) -> None:
@@ -90,7 +93,11 @@ def test_metrics_resume_truncates_later_rows(tmp_path: Path) -> None:
     with (tmp_path / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["iteration"], r["meta/return"]) for r in rows] == [
-        ("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "30.0")]
+        ("0", "0.0"),
+        ("1", "1.0"),
+        ("2", "2.0"),
+        ("3", "30.0"),
+    ]
 
 
 def test_metrics_reject_new_keys(tmp_path: Path) -> None:
