@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: venv test test-fast lint format demo bench clean
+.PHONY: venv test test-fast test-mujoco33 lint format demo bench clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -16,6 +16,11 @@ test: venv
 ## Everything but the tests marked slow.
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## The MuJoCo-facing tests again on MuJoCo 3.3 (metarl supports 3.3 and 4.x), in .venv-mujoco33.
+test-mujoco33:
+	@VENV=.venv-mujoco33 EXTRAS=dev MUJOCO_SPEC="mujoco==3.3.7" bash scripts/bootstrap.sh
+	.venv-mujoco33/bin/python -m pytest -m "not slow" tests/envs tests/core tests/sampling/test_sampler.py $(PYTEST_ARGS)
 
 ## ruff (lint + format check) and mypy on the library.
 lint: venv
