@@ -488,9 +488,12 @@ class MujocoBatch(BatchStepper):
         self.datas = [mujoco.MjData(m) for m in self.models]
         self._state = _gather_state(family.gather, self.datas, base)
         self._before = {k: self._state[k].copy() for k in family.before_fields}
-        # Views into each MjData's memory, bound once: the step loop only copies.
-        self._views = [[getattr(d, name) for name in family.gather] for d in self.datas]
-        self._buffers = [self._state[name] for name in family.gather]
+        # Per env: its model, data, control view and (buffer, view) pairs into its MjData,
+        # bound once, so the step loop only calls MuJoCo and copies.
+        self._slots = [
+            (m, d, d.ctrl, [(self._state[name], getattr(d, name)) for name in family.gather])
+            for m, d in zip(self.models, self.datas, strict=True)
+        ]
         for i, task in enumerate(self._tasks):
             self._on_task_changed(i, task)
         self._renderer: mujoco.Renderer | None = None
@@ -501,7 +504,7 @@ class MujocoBatch(BatchStepper):
             self.family.configure_model(self.models[index], task)
 
     def _copy_rows(self, i: int) -> None:
-        for buf, view in zip(self._buffers, self._views[i], strict=True):
+        for buf, view in self._slots[i][3]:
             buf[i] = view
 
     def _select(self, arrays: dict[str, Array], idx: Array, full: bool) -> dict[str, Array]:
@@ -534,15 +537,17 @@ class MujocoBatch(BatchStepper):
                 np.copyto(buf, self._state[name])
             else:
                 buf[idx] = self._state[name][idx]
-        models, datas, frame_skip = self.models, self.datas, fam.frame_skip
+        slots, frame_skip = self._slots, fam.frame_skip
+        mj_step, rne = mujoco.mj_step, mujoco.mj_rnePostConstraint
         contact = fam.needs_contact_forces
-        for j, i in enumerate(idx):
-            model, data = models[i], datas[i]
-            data.ctrl[:] = actions[j]
-            mujoco.mj_step(model, data, nstep=frame_skip)
+        for i, action in zip(idx.tolist(), actions, strict=True):
+            model, data, ctrl, pairs = slots[i]
+            ctrl[:] = action
+            mj_step(model, data, frame_skip)
             if contact:
-                mujoco.mj_rnePostConstraint(model, data)
-            self._copy_rows(i)
+                rne(model, data)
+            for buf, view in pairs:
+                buf[i] = view
         state = self._select(self._state, idx, full)
         before = self._select(self._before, idx, full)
         params = self._select(self._params, idx, full)
