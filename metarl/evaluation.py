@@ -1,0 +1,891 @@
+"""Meta-test evaluation: how well and how fast a meta-trained agent adapts to held-out tasks.
+
+The protocol (:class:`Protocol`) asks every agent the same question through
+:meth:`metarl.agent.MetaAgent.adaptation_curve`: the mean return after 0..K adaptation steps
+(MAML-TRPO, Reptile-PPO) or of episode 1..K+1 of a trial (RL^2), on the first ``num_tasks``
+tasks of the family's held-out test split, once per seed. Each step is summarized over the
+``tasks x seeds`` values by their mean and a Student-t 95% confidence interval.
+
+The honest baseline (:func:`sb3_baseline`) gives Stable-Baselines3's PPO the same number of env
+steps per adaptation step on the same held-out tasks, learning from scratch. The published
+MAML-TRPO numbers (Finn et al. 2017, :data:`PUBLISHED_MAML_TRPO`) are attached where family,
+variant, horizon and protocol match the paper's.
+
+A run's evaluation lands in ``RUN_DIR/eval/<protocol>.{csv,json,png}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import json
+import math
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from metarl.agent import MetaAgent, config_from_dict
+from metarl.runs import RunError, latest_checkpoint, load_checkpoint, read_run_config
+from metarl.tasks import Task
+
+if TYPE_CHECKING:
+    from metarl.envs import TaskFamily
+
+__all__ = [
+    "CSV_COLUMNS",
+    "PROTOCOLS",
+    "PUBLISHED_MAML_TRPO",
+    "EvalResult",
+    "LoadedRun",
+    "Protocol",
+    "PublishedCurve",
+    "Summary",
+    "check_writable",
+    "evaluate_run",
+    "held_out_tasks",
+    "load_run",
+    "make_protocol",
+    "sb3_baseline",
+    "steps_per_adaptation",
+    "student_t_quantile",
+    "summarize",
+    "write_atomically",
+    "write_eval",
+]
+
+EVAL_DIR = "eval"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a run folder
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedRun:
+    """A meta-trained agent rebuilt from its run folder.
+
+    Attributes:
+        path: the run folder.
+        algo: the agent's registry name (``maml-trpo``, ...).
+        agent: the agent with the checkpoint's weights.
+        family: the task family with the run's variant and horizon.
+        config: the run's whole ``config.json``.
+        checkpoint: the checkpoint file that was loaded.
+        iteration: meta-iterations the checkpoint had done.
+    """
+
+    path: Path
+    algo: str
+    agent: MetaAgent
+    family: TaskFamily
+    config: dict[str, Any]
+    checkpoint: Path
+    iteration: int
+
+    @property
+    def name(self) -> str:
+        """The run folder's name (used in plots, CSV rows and video names)."""
+        return self.path.resolve().name
+
+
+def _checkpoint_path(run_dir: Path, checkpoint: str | Path | int | None) -> Path:
+    if checkpoint is None:
+        return latest_checkpoint(run_dir)
+    if isinstance(checkpoint, int) or (isinstance(checkpoint, str) and checkpoint.isdigit()):
+        path = run_dir / "checkpoints" / f"iter_{int(checkpoint):06d}.pt"
+    else:
+        path = Path(checkpoint)
+        if not path.is_absolute() and not path.exists():
+            path = run_dir / "checkpoints" / path
+    if not path.is_file():
+        kept = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
+        raise RunError(f"checkpoint {checkpoint!r} not found in {run_dir}; it has {kept}")
+    return path
+
+
+def load_run(
+    path: str | Path,
+    checkpoint: str | Path | int | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedRun:
+    """Rebuild the agent and task family of a run folder from a checkpoint.
+
+    Args:
+        path: the run folder (``runs/maml-trpo-HalfCheetahVel-...``).
+        checkpoint: None for ``checkpoints/latest.pt``, an iteration number for
+            ``checkpoints/iter_XXXXXX.pt``, or a checkpoint file.
+        device: where the agent's tensors go.
+
+    Raises:
+        RunError: a missing folder, a folder without config or checkpoint, one written by a
+            newer metarl, an unknown algorithm, or a checkpoint that does not fit the config.
+    """
+    from metarl.envs import make_family
+    from metarl.train import agent_registry
+
+    run_dir = Path(path)
+    saved = read_run_config(run_dir)
+    missing = [k for k in ("algo", "config", "family") if k not in saved]
+    if missing:
+        raise RunError(f"{run_dir}/config.json is incomplete: it lacks {missing}")
+    algo = saved["algo"]
+    registry = agent_registry()
+    if algo not in registry:
+        raise RunError(
+            f"{run_dir} was made by {algo!r}, which this metarl does not know; "
+            f"it knows {sorted(registry)}"
+        )
+    agent_cls = registry[algo]
+    fam = saved["family"]
+    try:
+        family = make_family(fam["name"], variant=fam.get("variant"), horizon=fam.get("horizon"))
+        config = config_from_dict(agent_cls.config_cls, saved["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{run_dir}/config.json cannot be used: {exc}") from exc
+    ckpt = _checkpoint_path(run_dir, checkpoint)
+    state = load_checkpoint(ckpt, map_location=device)
+    if state.get("algo", algo) != algo:
+        raise RunError(f"{ckpt} is a {state.get('algo')!r} checkpoint, the run is {algo!r}")
+    agent = agent_cls(config, family.observation_space, family.action_space, torch.device(device))
+    try:
+        agent.load_state_dict(state["agent"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise RunError(f"{ckpt} does not fit the run's {algo} config: {exc}") from exc
+    return LoadedRun(run_dir, algo, agent, family, saved, ckpt, int(state["iteration"]))
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a meta-test is run.
+
+    Attributes:
+        name: the preset name (or ``custom``); names the output files.
+        num_tasks: held-out tasks used (the first ones of the test split).
+        num_steps: adaptation steps K (RL^2: episodes 1..K+1 of a trial).
+        episodes_per_step: episodes per task and adaptation step (RL^2: trials per task).
+        step_sizes: step size of each adaptation step for agents whose ``adapt`` takes ``lr``
+            (MAML-TRPO); None: the agent's own ``adapt_lr``.
+        seeds: sampling seeds; every seed repeats the whole protocol.
+        task_split: the family's named task split whose test tasks are used.
+    """
+
+    name: str = "quick"
+    num_tasks: int = 10
+    num_steps: int = 2
+    episodes_per_step: int = 10
+    step_sizes: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] = (0, 1)
+    task_split: str = "default"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.num_tasks >= 1, "num_tasks", ">= 1"),
+            (self.num_steps >= 0, "num_steps", ">= 0"),
+            (self.episodes_per_step >= 1, "episodes_per_step", ">= 1"),
+            (len(self.seeds) >= 1, "seeds", "at least one seed"),
+            (len(set(self.seeds)) == len(self.seeds), "seeds", "distinct"),
+        ]
+        if self.step_sizes is not None:
+            checks.append(
+                (
+                    len(self.step_sizes) >= self.num_steps,
+                    "step_sizes",
+                    f"one per adaptation step ({self.num_steps})",
+                )
+            )
+            checks.append((all(s > 0 for s in self.step_sizes), "step_sizes", "positive"))
+        for ok, name, rule in checks:
+            if not ok:
+                raise ValueError(f"Protocol: {name} must be {rule}, got {getattr(self, name)!r}")
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    # Finn et al. 2017: 40 test tasks, 20 rollouts per step, step size 0.1 then 0.05.
+    "paper": Protocol(
+        "paper",
+        num_tasks=40,
+        num_steps=3,
+        episodes_per_step=20,
+        step_sizes=(0.1, 0.05, 0.05),
+        seeds=(0, 1, 2),
+    ),
+    "quick": Protocol("quick", num_tasks=10, num_steps=2, episodes_per_step=10, seeds=(0, 1)),
+}
+"""Protocol presets: ``paper`` (the MAML paper's meta-test) and ``quick`` (seconds to minutes)."""
+
+PAPER_EPISODES_PER_STEP = {"AntDir": 40}
+"""Families whose paper protocol uses more rollouts per step than 20."""
+
+
+def make_protocol(name: str, family: str, **overrides: Any) -> Protocol:
+    """The preset ``name`` for ``family`` with ``overrides`` (fields of :class:`Protocol`).
+
+    Raises:
+        ValueError: an unknown preset or field, or an impossible value.
+    """
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
+    protocol = PROTOCOLS[name]
+    if name == "paper" and family in PAPER_EPISODES_PER_STEP:
+        protocol = replace(protocol, episodes_per_step=PAPER_EPISODES_PER_STEP[family])
+    unknown = set(overrides) - set(Protocol.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"Protocol has no fields {sorted(unknown)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "step_sizes" in given:
+        given["step_sizes"] = tuple(float(s) for s in given["step_sizes"])
+    if "seeds" in given:
+        given["seeds"] = tuple(int(s) for s in given["seeds"])
+    if given:
+        # A changed protocol is no longer the preset: say so in the file names.
+        changed = {k: v for k, v in given.items() if getattr(protocol, k) != v}
+        if changed and "name" not in given:
+            given["name"] = "custom"
+        protocol = replace(protocol, **given)
+    return protocol
+
+
+def held_out_tasks(family: TaskFamily, protocol: Protocol) -> list[Task]:
+    """The first ``protocol.num_tasks`` test tasks of the family's split.
+
+    Raises:
+        ValueError: the split has fewer test tasks than asked for.
+    """
+    test = list(family.task_split(protocol.task_split).test)
+    if protocol.num_tasks > len(test):
+        raise ValueError(
+            f"{family.name}: the {protocol.task_split!r} split has {len(test)} test tasks; "
+            f"num_tasks={protocol.num_tasks} asks for more"
+        )
+    return test[: protocol.num_tasks]
+
+
+def _takes_step_size(agent: MetaAgent) -> bool:
+    return "lr" in inspect.signature(agent.adapt).parameters
+
+
+def _is_recurrent(agent: MetaAgent) -> bool:
+    return bool(getattr(agent.policy, "recurrent", False))
+
+
+def steps_per_adaptation(agent: MetaAgent, protocol: Protocol, horizon: int) -> int:
+    """Env steps (at most) the agent sees per adaptation step of one task.
+
+    A gradient agent adapts on ``episodes_per_step`` episodes; RL^2 on one episode of its
+    trial (its ``episodes_per_step`` trials are independent repeats).
+    """
+    return horizon if _is_recurrent(agent) else protocol.episodes_per_step * horizon
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def _student_t_cdf(t: float, dof: float) -> float:
+    tail = 0.5 * _betainc(0.5 * dof, 0.5, dof / (dof + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def student_t_quantile(p: float, dof: int) -> float:
+    """The ``p`` quantile of Student's t with ``dof`` degrees of freedom (e.g. 12.706 for
+    ``p = 0.975, dof = 1``), by bisection on the exact CDF."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if dof < 1:
+        raise ValueError(f"dof must be >= 1, got {dof}")
+    if p < 0.5:
+        return -student_t_quantile(1.0 - p, dof)
+    lo, hi = 0.0, 1.0
+    while _student_t_cdf(hi, dof) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _student_t_cdf(mid, dof) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and two-sided confidence interval of n values.
+
+    Attributes:
+        mean, std: sample mean and standard deviation (ddof = 1; 0 for one value).
+        ci_low, ci_high: ``mean -/+ t_{(1+level)/2, n-1} * std / sqrt(n)`` (the mean itself
+            when n = 1: no interval can be estimated from one value).
+        n: number of values.
+    """
+
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def summarize(values: np.ndarray | Sequence[float], level: float = 0.95) -> Summary:
+    """Mean and Student-t ``level`` confidence interval of ``values`` (any shape, flattened).
+
+    Raises:
+        ValueError: no values, a non-finite value, or ``level`` outside (0, 1).
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise ValueError("summarize needs at least one value")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"summarize got non-finite values: {x[~np.isfinite(x)][:5].tolist()}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    mean = float(x.mean())
+    if x.size == 1:
+        return Summary(mean, 0.0, mean, mean, 1)
+    std = float(x.std(ddof=1))
+    half = student_t_quantile(0.5 + 0.5 * level, x.size - 1) * std / math.sqrt(x.size)
+    return Summary(mean, std, mean - half, mean + half, int(x.size))
+
+
+# --------------------------------------------------------------------------------------------
+# Published reference
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishedCurve:
+    """A published meta-test curve and the setting it was measured in.
+
+    Attributes:
+        returns: mean return after 0, 1, 2, ... adaptation steps.
+        variant, horizon: the family variant and episode length of the paper.
+        episodes_per_step: rollouts per adaptation step.
+        num_tasks: test tasks averaged over.
+        step_sizes: the inner step sizes of the test.
+        source: where the numbers come from.
+    """
+
+    returns: tuple[float, ...]
+    variant: str
+    horizon: int
+    episodes_per_step: int
+    num_tasks: int = 40
+    step_sizes: tuple[float, ...] = (0.1, 0.05, 0.05)
+    source: str = "Finn et al. 2017, Fig. 5 (MAML-TRPO, result files of the paper's code)"
+
+
+PUBLISHED_MAML_TRPO: dict[str, PublishedCurve] = {
+    "HalfCheetahVel": PublishedCurve((-129.5, -78.6, -66.6, -60.8), "maml", 200, 20),
+    "HalfCheetahDir": PublishedCurve((-50.7, 293.2, 313.5, 315.7), "maml", 200, 20),
+    "AntVel": PublishedCurve((30.6, 96.7, 100.1, 101.4), "maml", 200, 20),
+    "AntDir": PublishedCurve((8.7, 499.1, 500.7, 499.1), "maml", 200, 40),
+    "Point2DNav": PublishedCurve((-40.4, -11.7, -3.3, -3.2), "maml", 100, 20),
+}
+"""MAML-TRPO's mean return over 40 test tasks after 0..3 steps (REFERENCE.md). Returns are
+comparable only under the same horizon, task range and action scaling."""
+
+
+def published_reference(
+    family: str, variant: str, horizon: int, protocol: Protocol
+) -> PublishedCurve | None:
+    """The published MAML-TRPO curve for this family if the setting matches, else None.
+
+    Matching means: same family, variant and horizon, the same number of test tasks and
+    rollouts per step, and the paper's step sizes (``None`` is accepted only for one step,
+    where the agent's own step size is the paper's 0.1 by default).
+    """
+    ref = PUBLISHED_MAML_TRPO.get(family)
+    if ref is None or ref.variant != variant or ref.horizon != horizon:
+        return None
+    if protocol.num_tasks != ref.num_tasks or protocol.episodes_per_step != ref.episodes_per_step:
+        return None
+    k = min(protocol.num_steps, len(ref.step_sizes))
+    if protocol.step_sizes is None or tuple(protocol.step_sizes[:k]) != ref.step_sizes[:k]:
+        return None
+    return ref
+
+
+# --------------------------------------------------------------------------------------------
+# The baseline
+# --------------------------------------------------------------------------------------------
+
+
+def _largest_divisor_at_most(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def _rollout_returns(model: Any, env: Any, episodes: int, seed: int) -> list[float]:
+    """Returns of ``episodes`` stochastic episodes of an SB3 model in ``env``."""
+    out = []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.predict(obs, deterministic=False)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        out.append(total)
+    return out
+
+
+def sb3_baseline(
+    family: TaskFamily,
+    tasks: Sequence[Task],
+    num_steps: int,
+    steps_per_step: int,
+    eval_episodes: int,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Stable-Baselines3 PPO learning each task from scratch: ``[len(tasks), num_steps + 1]``.
+
+    Per task, a fresh ``PPO("MlpPolicy")`` with one rollout of ``steps_per_step`` env steps per
+    update; entry ``[k, s]`` is the mean return of ``eval_episodes`` stochastic episodes after
+    ``s`` updates (``s * steps_per_step`` env steps of learning, the budget the meta-learner
+    got for ``s`` adaptation steps). Evaluation episodes are not counted as learning.
+
+    Args:
+        family: the task family (variant and horizon as in the run).
+        tasks: the tasks to learn.
+        num_steps: updates (adaptation steps) K.
+        steps_per_step: env steps per update (>= 2).
+        eval_episodes: episodes per evaluation.
+        seed: seed of the PPO models and evaluation resets (task k uses ``seed + k``).
+        progress: called with 1 after every evaluation (for a progress bar).
+    """
+    from stable_baselines3 import PPO
+
+    from metarl.envs import MetaEnv
+
+    if steps_per_step < 2:
+        raise ValueError(
+            f"the baseline needs at least 2 env steps per update, got {steps_per_step}"
+        )
+    if eval_episodes < 1:
+        raise ValueError(f"eval_episodes must be >= 1, got {eval_episodes}")
+    out = np.zeros((len(tasks), num_steps + 1))
+    batch_size = _largest_divisor_at_most(steps_per_step, 64)
+    for k, task in enumerate(tasks):
+        env, eval_env = MetaEnv(family), MetaEnv(family)
+        env.set_task(task)
+        eval_env.set_task(task)
+        try:
+            model = PPO(
+                "MlpPolicy",
+                env,
+                n_steps=steps_per_step,
+                batch_size=batch_size,
+                seed=seed + k,
+                device="cpu",
+                verbose=0,
+            )
+            for s in range(num_steps + 1):
+                if s > 0:
+                    model.learn(total_timesteps=steps_per_step, reset_num_timesteps=False)
+                returns = _rollout_returns(model, eval_env, eval_episodes, 10_000 * (seed + k))
+                out[k, s] = float(np.mean(returns))
+                if progress is not None:
+                    progress(1)
+        finally:
+            env.close()
+            eval_env.close()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating a run
+# --------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "run",
+    "algo",
+    "family",
+    "variant",
+    "horizon",
+    "protocol",
+    "curve",
+    "step",
+    "label",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "std",
+    "n",
+    "env_steps",
+)
+"""Columns of ``eval/<protocol>.csv``: one row per curve (agent, baseline, published) and step;
+``env_steps`` is the adaptation budget spent before that step's episodes, per task."""
+
+
+@dataclass
+class EvalResult:
+    """The meta-test of one run.
+
+    Attributes:
+        run, algo, family, variant, horizon: what was evaluated.
+        protocol: how.
+        iteration: meta-iterations of the evaluated checkpoint.
+        checkpoint: its file.
+        recurrent: True for RL^2 (step s is episode s + 1 of a trial).
+        tasks: the held-out tasks.
+        returns: ``[seeds, num_steps + 1, tasks]`` mean return per seed, step and task.
+        steps_per_step: env steps of adaptation budget per step and task.
+        baseline: ``[baseline tasks, num_steps + 1]`` SB3 PPO returns, or None.
+        baseline_tasks: the tasks the baseline learned.
+        reference: the matching published curve, or None.
+    """
+
+    run: str
+    algo: str
+    family: str
+    variant: str
+    horizon: int
+    protocol: Protocol
+    iteration: int
+    checkpoint: str
+    recurrent: bool
+    tasks: list[Task]
+    returns: np.ndarray
+    steps_per_step: int
+    baseline: np.ndarray | None = None
+    baseline_tasks: list[Task] = field(default_factory=list)
+    reference: PublishedCurve | None = None
+
+    def step_label(self, step: int) -> str:
+        """``"step 2"`` (gradient agents) or ``"episode 3"`` (RL^2)."""
+        return f"episode {step + 1}" if self.recurrent else f"step {step}"
+
+    def summaries(self) -> list[Summary]:
+        """Per adaptation step, over tasks x seeds."""
+        return [summarize(self.returns[:, s, :]) for s in range(self.returns.shape[1])]
+
+    def baseline_summaries(self) -> list[Summary]:
+        """Per step, over the baseline's tasks ([] without a baseline)."""
+        if self.baseline is None:
+            return []
+        return [summarize(self.baseline[:, s]) for s in range(self.baseline.shape[1])]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The CSV rows (:data:`CSV_COLUMNS`)."""
+        common = {
+            "run": self.run,
+            "algo": self.algo,
+            "family": self.family,
+            "variant": self.variant,
+            "horizon": self.horizon,
+            "protocol": self.protocol.name,
+        }
+        rows = []
+        curves: list[tuple[str, list[Summary]]] = [("agent", self.summaries())]
+        if self.baseline is not None:
+            curves.append(("sb3-ppo-scratch", self.baseline_summaries()))
+        for curve, summaries in curves:
+            for s, summ in enumerate(summaries):
+                rows.append(
+                    {
+                        **common,
+                        "curve": curve,
+                        "step": s,
+                        "label": self.step_label(s),
+                        "mean": summ.mean,
+                        "ci_low": summ.ci_low,
+                        "ci_high": summ.ci_high,
+                        "std": summ.std,
+                        "n": summ.n,
+                        "env_steps": s * self.steps_per_step,
+                    }
+                )
+        if self.reference is not None:
+            k = min(len(self.reference.returns), self.protocol.num_steps + 1)
+            for s, value in enumerate(self.reference.returns[:k]):
+                rows.append(
+                    {
+                        **common,
+                        "curve": "published-maml-trpo",
+                        "step": s,
+                        "label": f"step {s}",
+                        "mean": value,
+                        "ci_low": "",
+                        "ci_high": "",
+                        "std": "",
+                        "n": self.reference.num_tasks,
+                        "env_steps": s * self.reference.episodes_per_step * self.horizon,
+                    }
+                )
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, raw values included (``returns[seed][step][task]``)."""
+        return {
+            "run": self.run,
+            "algo": self.algo,
+            "family": self.family,
+            "variant": self.variant,
+            "horizon": self.horizon,
+            "iteration": self.iteration,
+            "checkpoint": self.checkpoint,
+            "recurrent": self.recurrent,
+            "protocol": asdict(self.protocol),
+            "steps_per_step": self.steps_per_step,
+            "tasks": [t.to_dict() for t in self.tasks],
+            "returns": self.returns.tolist(),
+            "baseline": None
+            if self.baseline is None
+            else {
+                "algorithm": "stable-baselines3 PPO('MlpPolicy'), one update per step",
+                "tasks": [t.to_dict() for t in self.baseline_tasks],
+                "returns": self.baseline.tolist(),
+            },
+            "reference": None if self.reference is None else asdict(self.reference),
+            "rows": self.rows(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EvalResult:
+        """Inverse of :meth:`to_json`."""
+        proto = dict(data["protocol"])
+        proto["seeds"] = tuple(proto["seeds"])
+        if proto.get("step_sizes") is not None:
+            proto["step_sizes"] = tuple(proto["step_sizes"])
+        base = data.get("baseline")
+        ref = data.get("reference")
+        return cls(
+            run=data["run"],
+            algo=data["algo"],
+            family=data["family"],
+            variant=data["variant"],
+            horizon=int(data["horizon"]),
+            protocol=Protocol(**proto),
+            iteration=int(data["iteration"]),
+            checkpoint=data["checkpoint"],
+            recurrent=bool(data["recurrent"]),
+            tasks=[Task(t) for t in data["tasks"]],
+            returns=np.asarray(data["returns"], dtype=np.float64),
+            steps_per_step=int(data["steps_per_step"]),
+            baseline=None if base is None else np.asarray(base["returns"], dtype=np.float64),
+            baseline_tasks=[] if base is None else [Task(t) for t in base["tasks"]],
+            reference=None if ref is None else _published_from_json(ref),
+        )
+
+
+def _published_from_json(data: dict[str, Any]) -> PublishedCurve:
+    return PublishedCurve(
+        returns=tuple(float(v) for v in data["returns"]),
+        variant=str(data["variant"]),
+        horizon=int(data["horizon"]),
+        episodes_per_step=int(data["episodes_per_step"]),
+        num_tasks=int(data["num_tasks"]),
+        step_sizes=tuple(float(v) for v in data["step_sizes"]),
+        source=str(data["source"]),
+    )
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check a file can be written there.
+
+    Raises:
+        ValueError: naming the folder and the reason.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+
+
+def evaluate_run(
+    run: LoadedRun,
+    protocol: Protocol,
+    baseline_tasks: int = 3,
+    baseline_eval_episodes: int = 5,
+    backend: str = "inline",
+    num_workers: int = 1,
+    progress: bool = False,
+) -> EvalResult:
+    """Run the meta-test ``protocol`` on ``run`` (and the SB3 baseline on ``baseline_tasks``).
+
+    Args:
+        run: from :func:`load_run`.
+        protocol: from :func:`make_protocol`.
+        baseline_tasks: held-out tasks the from-scratch PPO learns (0: no baseline).
+        baseline_eval_episodes: episodes per baseline evaluation.
+        backend, num_workers: the sampler (see :func:`metarl.train.make_sampler`).
+        progress: show a progress bar.
+    """
+    from metarl.envs import FamilyTaskSampler
+    from metarl.train import make_sampler
+
+    agent, family = run.agent, run.family
+    tasks = held_out_tasks(family, protocol)
+    if baseline_tasks < 0:
+        raise ValueError(f"baseline_tasks must be >= 0, got {baseline_tasks}")
+    if baseline_tasks > len(tasks):
+        raise ValueError(
+            f"baseline_tasks={baseline_tasks} exceeds the protocol's {len(tasks)} held-out tasks"
+        )
+    step_sizes = list(protocol.step_sizes) if protocol.step_sizes is not None else None
+    if not _takes_step_size(agent):
+        step_sizes = None  # Reptile adapts with its own optimizer, RL^2 in its hidden state
+    per_step = steps_per_adaptation(agent, protocol, family.horizon)
+    total = len(protocol.seeds) + baseline_tasks * (protocol.num_steps + 1)
+    bar = _progress(progress, total, f"eval {run.name}")
+    sampler = make_sampler(FamilyTaskSampler(family), agent.policy, backend, num_workers)
+    try:
+        curves = []
+        for seed in protocol.seeds:
+            curves.append(
+                agent.adaptation_curve(
+                    sampler,
+                    tasks,
+                    protocol.num_steps,
+                    protocol.episodes_per_step,
+                    int(seed),
+                    step_sizes=step_sizes,
+                )
+            )
+            if bar is not None:
+                bar.update(1)
+    finally:
+        sampler.close()
+    baseline = None
+    if baseline_tasks > 0:
+        try:
+            baseline = sb3_baseline(
+                family,
+                tasks[:baseline_tasks],
+                protocol.num_steps,
+                per_step,
+                baseline_eval_episodes,
+                int(protocol.seeds[0]),
+                progress=None if bar is None else bar.update,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    elif bar is not None:
+        bar.close()
+    return EvalResult(
+        run=run.name,
+        algo=run.algo,
+        family=family.name,
+        variant=family.variant,
+        horizon=family.horizon,
+        protocol=protocol,
+        iteration=run.iteration,
+        checkpoint=str(run.checkpoint),
+        recurrent=_is_recurrent(agent),
+        tasks=tasks,
+        returns=np.stack(curves),
+        steps_per_step=per_step,
+        baseline=baseline,
+        baseline_tasks=list(tasks[:baseline_tasks]),
+        reference=published_reference(family.name, family.variant, family.horizon, protocol),
+    )
+
+
+def _progress(enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="part", dynamic_ncols=True)
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path`` (same suffix), then rename it
+    to ``path``: a file appears only complete. Any failure removes the temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_eval(result: EvalResult, folder: Path) -> dict[str, Path]:
+    """Write ``<protocol>.csv`` and ``<protocol>.json`` into ``folder`` (atomically).
+
+    Returns:
+        ``{"csv": path, "json": path}``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = result.protocol.name
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(result.rows())
+    paths = {"csv": folder / f"{stem}.csv", "json": folder / f"{stem}.json"}
+    text = json.dumps(result.to_json(), indent=2) + "\n"
+    write_atomically(paths["csv"], lambda tmp: tmp.write_text(buf.getvalue()))
+    write_atomically(paths["json"], lambda tmp: tmp.write_text(text))
+    return paths
+
+
+def eval_dir(run_dir: Path) -> Path:
+    """Where a run's evaluations go: ``RUN_DIR/eval``."""
+    return Path(run_dir) / EVAL_DIR
