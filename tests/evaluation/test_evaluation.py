@@ -1,0 +1,289 @@
+"""The meta-test: confidence intervals, protocol presets, rows and files, the SB3 baseline,
+the published reference, run loading and the ``metarl eval`` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metarl.cli import main
+from metarl.envs import FamilyTaskSampler, make_family
+from metarl.evaluation import (
+    CSV_COLUMNS,
+    EvalResult,
+    Protocol,
+    eval_dir,
+    evaluate_run,
+    held_out_tasks,
+    load_run,
+    make_protocol,
+    published_reference,
+    sb3_baseline,
+    student_t_quantile,
+    summarize,
+    write_atomically,
+    write_eval,
+)
+from metarl.plots import plot_adaptation
+from metarl.runs import RunError
+from metarl.train import make_sampler
+
+HORIZON = 10  # the tiny runs' episode length (conftest.py)
+TINY = {"num_tasks": 3, "num_steps": 2, "episodes_per_step": 2, "seeds": [0, 1]}
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("p", "dof", "expected"),
+    [
+        (0.975, 1, 12.706204736),
+        (0.975, 2, 4.302652730),
+        (0.975, 9, 2.262157163),
+        (0.975, 30, 2.042272456),
+        (0.95, 5, 2.015048373),
+        (0.975, 100000, 1.959986),
+    ],
+)
+def test_student_t_quantile_matches_tables(p: float, dof: int, expected: float) -> None:
+    assert student_t_quantile(p, dof) == pytest.approx(expected, rel=1e-6)
+    assert student_t_quantile(1 - p, dof) == pytest.approx(-expected, rel=1e-6)
+
+
+def test_summary_is_mean_plus_minus_t_interval() -> None:
+    s = summarize([1.0, 2.0, 3.0, 4.0])
+    std = math.sqrt(5 / 3)
+    half = 3.182446305 * std / 2.0  # t_{0.975, 3} * s / sqrt(4)
+    assert (s.mean, s.n) == (2.5, 4)
+    assert s.std == pytest.approx(std)
+    assert (s.ci_low, s.ci_high) == (pytest.approx(2.5 - half), pytest.approx(2.5 + half))
+    one = summarize([7.0])
+    assert (one.mean, one.ci_low, one.ci_high, one.n) == (7.0, 7.0, 7.0, 1)
+    with pytest.raises(ValueError, match="at least one"):
+        summarize([])
+    with pytest.raises(ValueError, match="non-finite"):
+        summarize([1.0, math.nan])
+
+
+# -- protocol ----------------------------------------------------------------------------------
+
+
+def test_protocol_presets_and_overrides() -> None:
+    paper = make_protocol("paper", "HalfCheetahVel")
+    assert (paper.num_tasks, paper.num_steps, paper.episodes_per_step) == (40, 3, 20)
+    assert paper.step_sizes == (0.1, 0.05, 0.05)
+    assert make_protocol("paper", "AntDir").episodes_per_step == 40
+    custom = make_protocol("quick", "Point2DNav", num_tasks=3, seeds=[4])
+    assert (custom.name, custom.num_tasks, custom.seeds) == ("custom", 3, (4,))
+    assert make_protocol("quick", "Point2DNav", num_tasks=None).name == "quick"
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'fast'"):
+        make_protocol("fast", "Point2DNav")
+    with pytest.raises(ValueError, match="num_tasks must be >= 1"):
+        make_protocol("quick", "Point2DNav", num_tasks=0)
+    with pytest.raises(ValueError, match="step_sizes must be one per adaptation step"):
+        Protocol(num_steps=3, step_sizes=(0.1,))
+    with pytest.raises(ValueError, match="has 40 test tasks"):
+        held_out_tasks(make_family("Point2DNav"), Protocol(num_tasks=41))
+
+
+def test_published_reference_only_where_the_setting_matches() -> None:
+    paper = make_protocol("paper", "Point2DNav")
+    ref = published_reference("Point2DNav", "maml", 100, paper)
+    assert ref is not None and ref.returns == (-40.4, -11.7, -3.3, -3.2)
+    assert published_reference("Point2DNav", "maml", HORIZON, paper) is None  # horizon
+    assert published_reference("Point2DNav", "maml", 100, make_protocol("quick", "x")) is None
+    assert published_reference("HalfCheetahVel", "pearl", 200, paper) is None  # task range
+    assert published_reference("HumanoidDir", "pearl", 200, paper) is None  # no table
+    ant = published_reference("AntDir", "maml", 200, make_protocol("paper", "AntDir"))
+    assert ant is not None and ant.episodes_per_step == 40
+    assert published_reference("AntDir", "maml", 200, paper) is None  # 20 rollouts, not 40
+
+
+# -- evaluating a run --------------------------------------------------------------------------
+
+
+def test_eval_rows_follow_the_protocol(runs: Callable[..., Path], tmp_path: Path) -> None:
+    loaded = load_run(runs("maml-trpo"))
+    protocol = make_protocol("quick", "Point2DNav", **TINY)
+    result = evaluate_run(loaded, protocol, baseline_tasks=0)
+    assert result.returns.shape == (2, 3, 3)  # seeds x steps x tasks
+    assert result.tasks == list(
+        make_family("Point2DNav", horizon=HORIZON).task_split("default").test[:3]
+    )
+    # Each seed's curve is the agent's own adaptation_curve on the same tasks.
+    sampler = make_sampler(FamilyTaskSampler(loaded.family), loaded.agent.policy)
+    direct = loaded.agent.adaptation_curve(sampler, result.tasks, 2, 2, seed=1)
+    np.testing.assert_array_equal(result.returns[1], direct)
+    rows = result.rows()
+    assert [r["curve"] for r in rows] == ["agent"] * 3
+    for s, row in enumerate(rows):
+        values = result.returns[:, s, :]
+        assert row["mean"] == pytest.approx(values.mean())
+        assert row["n"] == 6
+        assert row["ci_low"] < row["mean"] < row["ci_high"]
+        assert row["env_steps"] == s * 2 * HORIZON  # 2 episodes per step
+        assert row["label"] == f"step {s}"
+    # Same seeds, same numbers.
+    again = evaluate_run(loaded, protocol, baseline_tasks=0)
+    np.testing.assert_array_equal(again.returns, result.returns)
+
+    paths = write_eval(result, tmp_path / "eval")
+    with paths["csv"].open() as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == CSV_COLUMNS
+    assert [float(r["mean"]) for r in table] == pytest.approx([r["mean"] for r in rows])
+    data = json.loads(paths["json"].read_text())
+    assert np.asarray(data["returns"]).shape == (2, 3, 3)
+    back = EvalResult.from_json(data)
+    np.testing.assert_array_equal(back.returns, result.returns)
+    assert back.rows() == rows
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["custom.csv", "custom.json"]
+
+
+def test_rl2_eval_reads_episodes_of_a_trial(runs: Callable[..., Path]) -> None:
+    loaded = load_run(runs("rl2-ppo"))
+    result = evaluate_run(loaded, make_protocol("quick", "Point2DNav", **TINY), baseline_tasks=0)
+    rows = result.rows()
+    assert [r["label"] for r in rows] == ["episode 1", "episode 2", "episode 3"]
+    assert result.steps_per_step == HORIZON  # one episode per adaptation step
+    assert [r["env_steps"] for r in rows] == [0, HORIZON, 2 * HORIZON]
+
+
+def test_sb3_baseline_learns_from_scratch_deterministically() -> None:
+    family = make_family("Point2DNav", horizon=HORIZON)
+    tasks = list(family.task_split("default").test[:2])
+    first = sb3_baseline(family, tasks, num_steps=2, steps_per_step=20, eval_episodes=2, seed=3)
+    second = sb3_baseline(family, tasks, num_steps=2, steps_per_step=20, eval_episodes=2, seed=3)
+    assert first.shape == (2, 3)
+    assert np.all(np.isfinite(first)) and np.all(first <= 0)  # Point2DNav: minus a distance
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first[:, 0], first[:, 2])  # two PPO updates changed the policy
+    with pytest.raises(ValueError, match="at least 2 env steps"):
+        sb3_baseline(family, tasks, 1, 1, 1, 0)
+
+
+def test_eval_with_baseline_and_figure(runs: Callable[..., Path], tmp_path: Path) -> None:
+    results = []
+    for algo in ("maml-trpo", "reptile-ppo"):
+        loaded = load_run(runs(algo))
+        protocol = make_protocol("quick", "Point2DNav", **{**TINY, "seeds": [0]})
+        result = evaluate_run(loaded, protocol, baseline_tasks=2, baseline_eval_episodes=2)
+        assert result.baseline is not None and result.baseline.shape == (2, 3)
+        base_rows = [r for r in result.rows() if r["curve"] == "sb3-ppo-scratch"]
+        assert [r["env_steps"] for r in base_rows] == [0, 2 * HORIZON, 4 * HORIZON]
+        assert [r["n"] for r in base_rows] == [2, 2, 2]
+        results.append(result)
+    png = plot_adaptation(results, tmp_path / "both.png")
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] > 400
+    with pytest.raises(ValueError, match=r"\.png"):
+        plot_adaptation(results, tmp_path / "both.jpg")
+
+
+# -- loading run folders -----------------------------------------------------------------------
+
+
+def test_load_run_rejects_bad_folders(runs: Callable[..., Path], tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="does not exist"):
+        load_run(tmp_path / "nowhere")
+    run = tmp_path / "copy"
+    shutil.copytree(runs("maml-trpo"), run)
+    assert load_run(run, checkpoint=2).iteration == 2
+    with pytest.raises(RunError, match="checkpoint 7 not found"):
+        load_run(run, checkpoint=7)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    with pytest.raises(RunError, match="newer metarl"):
+        load_run(run)
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "family"}))
+    with pytest.raises(RunError, match=r"incomplete.*family"):
+        load_run(run)
+    (run / "config.json").write_text(json.dumps(config))
+    shutil.rmtree(run / "checkpoints")
+    with pytest.raises(RunError, match="no checkpoint"):
+        load_run(run)
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def test_eval_command_writes_files(
+    runs: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(runs("maml-trpo"), run_a)
+    shutil.copytree(runs("rl2-ppo"), run_b)
+    figure = tmp_path / "fig.png"
+    argv = [
+        "eval",
+        str(run_a),
+        str(run_b),
+        "--num-tasks",
+        "2",
+        "--num-steps",
+        "1",
+        "--episodes-per-step",
+        "2",
+        "--seeds",
+        "0",
+        "--no-baseline",
+        "--no-progress",
+        "--figure",
+        str(figure),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "step 0" in out and "episode 2" in out
+    for run in (run_a, run_b):
+        assert sorted(p.name for p in eval_dir(run).iterdir()) == [
+            "custom.csv",
+            "custom.json",
+            "custom.png",
+        ]
+    assert figure.stat().st_size > 0
+
+
+def test_eval_command_fails_early_and_clearly(
+    runs: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    run = tmp_path / "run"
+    shutil.copytree(runs("maml-trpo"), run)
+    (run / "eval").write_text("a file where the eval folder goes")
+    assert main(["eval", str(run), "--no-progress"]) == 2
+    assert "cannot write to" in capsys.readouterr().err
+    (run / "eval").unlink()
+    blocked = tmp_path / "file.txt"
+    blocked.write_text("")
+    assert main(["eval", str(run), "--figure", str(blocked / "f.png"), "--no-progress"]) == 2
+    assert "cannot write to" in capsys.readouterr().err
+    assert main(["eval", str(run), "--num-tasks", "2", "--baseline-tasks", "3"]) == 2
+    assert "exceeds" in capsys.readouterr().err
+    assert main(["eval", str(run), "--protocol", "nope"]) == 2
+    assert "quick" in capsys.readouterr().err
+    assert not (run / "eval").exists() or not any((run / "eval").iterdir())
+
+
+def test_write_atomically_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, half_then_fail)
+    assert list(tmp_path.iterdir()) == []
+    write_atomically(target, lambda tmp: tmp.write_bytes(b"whole"))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    assert target.read_bytes() == b"whole"
