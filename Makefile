@@ -32,5 +32,13 @@ format: venv
 	$(PY) -m ruff format metarl envs agents experiments benchmarks tests
 	$(PY) -m ruff check --fix metarl envs agents experiments benchmarks tests
 
+## A short MAML-TRPO run on Point2DNav (a few minutes on 2 CPU cores), its meta-test beside a
+## from-scratch PPO baseline, and its adaptation video: runs/demo-..., videos/demo-....mp4.
+DEMO_RUN := runs/demo-maml-trpo-Point2DNav-$(shell date +%Y%m%d-%H%M%S)
+demo: venv
+	$(PY) -m metarl train maml-trpo --env Point2DNav --preset quick --seed 0 --run-dir $(DEMO_RUN)
+	$(PY) -m metarl eval $(DEMO_RUN) --protocol quick --baseline-tasks 2
+	$(PY) -m metarl render $(DEMO_RUN) --task-index 0 --out videos/$(notdir $(DEMO_RUN)).mp4 --gif
+
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
