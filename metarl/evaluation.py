@@ -146,6 +146,12 @@ def load_run(
         )
     agent_cls = registry[algo]
     fam = saved["family"]
+    if fam.get("custom"):
+        raise RunError(
+            f"{run_dir} was trained on a custom task sampler ({fam.get('name')!r}); the command "
+            "line knows only the built-in families: evaluate it from Python with the agent's "
+            "adaptation_curve and your sampler"
+        )
     try:
         family = make_family(fam["name"], variant=fam.get("variant"), horizon=fam.get("horizon"))
         config = config_from_dict(agent_cls.config_cls, saved["config"])

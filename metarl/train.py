@@ -33,6 +33,7 @@ from metarl.runs import (
     restore_rng_state,
     save_checkpoint,
 )
+from metarl.tasks import TaskSampler
 
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
@@ -127,17 +128,49 @@ def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any]
     return resumed, saved_config
 
 
-def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -> Path:
+def _task_source(run: RunArgs, task_sampler: TaskSampler | None) -> tuple[Any, dict[str, Any]]:
+    """The task sampler to train on and how the run folder describes it."""
+    from metarl.envs import FamilyTaskSampler, make_family
+
+    if task_sampler is None:
+        family = make_family(run.env, variant=run.variant, horizon=run.horizon)
+        described = {"name": family.name, "variant": family.variant, "horizon": family.horizon}
+        return FamilyTaskSampler(family), described
+    if not isinstance(task_sampler, TaskSampler):
+        raise TypeError(
+            "task_sampler must have sample(n, rng) and make_env(task) (metarl.tasks.TaskSampler), "
+            f"got {type(task_sampler).__name__}"
+        )
+    name = str(getattr(task_sampler, "name", type(task_sampler).__name__))
+    if run.env != name:
+        raise ValueError(
+            f"with a custom task sampler, RunArgs.env names it: pass env={name!r} (got {run.env!r})"
+        )
+    return task_sampler, {"name": name, "custom": True, "horizon": run.horizon}
+
+
+def train(
+    algo: str,
+    run: RunArgs,
+    config: Any,
+    iterations: int | None = None,
+    task_sampler: TaskSampler | None = None,
+) -> Path:
     """Meta-train ``algo`` with ``config`` as ``run`` says; returns the run folder.
 
     ``iterations`` overrides ``config.iterations`` (the total to reach); with ``run.resume`` the
     saved config is used and ``iterations`` may extend it.
 
+    ``task_sampler`` trains on any :class:`~metarl.tasks.TaskSampler` (e.g. a
+    :class:`~metarl.tasks.GymKwargsTaskSampler`) instead of the built-in family ``run.env``;
+    ``run.env`` must then be the sampler's ``name``, ``run.horizon`` its episode length (unless
+    its env has ``max_episode_steps``), and a resumed run passes the same sampler again.
+
     Raises:
         ValueError: unknown algorithm or family, impossible settings, or a ``--resume`` folder
             that is not a run of this algorithm and family — all before any work.
     """
-    from metarl.envs import FamilyTaskSampler, make_family
+    from metarl.sampling.rollout import env_spaces
 
     agent_cls = _agent_class(algo)
     if run.resume is not None:
@@ -146,10 +179,13 @@ def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -
         config = replace(config, iterations=int(iterations))
     iterations = int(config.iterations)
     _check_run_args(run, iterations)
-    family = make_family(run.env, variant=run.variant, horizon=run.horizon)
+    source, described = _task_source(run, task_sampler)
+    observation_space, action_space = env_spaces(source)
     device = resolve_device(run.device)
     torch.manual_seed(run.seed)  # the policy's initialization
-    agent = agent_cls(config, family.observation_space, family.action_space, device)
+    agent = agent_cls(config, observation_space, action_space, device)
+    # Built before the run folder: a sampler that cannot start leaves nothing behind.
+    sampler = make_sampler(source, agent.policy, run.backend, run.num_workers, run.horizon)
     rng = np.random.default_rng(run.seed)
     start = 0
     if run.resume is not None:
@@ -159,28 +195,20 @@ def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -
         restore_rng_state(rng, state["rng"])
         start = int(state["iteration"])
         if start >= iterations:
+            sampler.close()
             print(f"{run_dir} already finished {start} of {iterations} iterations", file=sys.stderr)
             return run_dir
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
-        create_run_dir(
-            run_dir,
-            {
-                "algo": algo,
-                "run": asdict(run),
-                "config": asdict(config),
-                "family": {
-                    "name": family.name,
-                    "variant": family.variant,
-                    "horizon": family.horizon,
-                },
-            },
-        )
-    task_sampler = FamilyTaskSampler(family)
-    sampler = make_sampler(
-        task_sampler, agent.policy, backend=run.backend, num_workers=run.num_workers
-    )
+        try:
+            create_run_dir(
+                run_dir,
+                {"algo": algo, "run": asdict(run), "config": asdict(config), "family": described},
+            )
+        except BaseException:
+            sampler.close()
+            raise
     logger = MetricsLogger(run_dir, start_iteration=start)
 
     def snapshot(done: int) -> dict[str, Any]:
@@ -196,7 +224,7 @@ def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -
     try:
         for it in range(start, iterations):
             t0 = time.perf_counter()
-            tasks = task_sampler.sample(config.meta_batch_size, rng)
+            tasks = source.sample(config.meta_batch_size, rng)
             metrics = agent.train_step(sampler, tasks, rng)
             metrics["time/iteration"] = time.perf_counter() - t0
             logger.log(it, metrics)
@@ -226,17 +254,21 @@ def train(algo: str, run: RunArgs, config: Any, iterations: int | None = None) -
 
 
 def make_sampler(
-    source: Any, policy: torch.nn.Module, backend: str = "inline", num_workers: int = 1
+    source: Any,
+    policy: torch.nn.Module,
+    backend: str = "inline",
+    num_workers: int = 1,
+    horizon: int | None = None,
 ) -> Sampler:
     """The sampler backend ``backend`` (inline, processes, ray) for ``source`` and ``policy``."""
     from metarl.sampling import InlineSampler, ProcessSampler, RaySampler
 
     if backend == "inline":
-        return InlineSampler(source, policy)
+        return InlineSampler(source, policy, horizon=horizon)
     if backend == "processes":
-        return ProcessSampler(source, policy, num_workers=num_workers)
+        return ProcessSampler(source, policy, num_workers=num_workers, horizon=horizon)
     if backend == "ray":
-        return RaySampler(source, policy, num_workers=num_workers)
+        return RaySampler(source, policy, num_workers=num_workers, horizon=horizon)
     raise ValueError(f"unknown sampler backend {backend!r}; choose inline, processes or ray")
 
 

@@ -217,3 +217,28 @@ def test_trains_on_cuda(tmp_path: Path) -> None:
     assert len(rows(run)) == 2
     params = final_params(run)
     assert all(torch.isfinite(v).all() for v in params.values())
+
+
+def test_trains_on_a_custom_gymnasium_task_sampler(tmp_path: Path) -> None:
+    from metarl.tasks import GymKwargsTaskSampler, Uniform
+
+    sampler = GymKwargsTaskSampler("HalfCheetah-v5", {"ctrl_cost_weight": Uniform(0.05, 0.2)})
+    run = train(
+        "maml-trpo",
+        RunArgs(env="HalfCheetah-v5", horizon=20, run_dir=tmp_path / "run", progress=False),
+        replace(TINY, iterations=2, meta_batch_size=2, episodes_per_task=2),
+        task_sampler=sampler,
+    )
+    table = rows(run)
+    # 2 tasks x 2 episodes x 20 steps, sampled before and after adaptation.
+    assert [r["env_steps"] for r in table] == ["160.0", "160.0"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["family"] == {"name": "HalfCheetah-v5", "custom": True, "horizon": 20}
+    with pytest.raises(ValueError, match=r"RunArgs\.env names it"):
+        train(
+            "maml-trpo",
+            RunArgs(env="Point2DNav", run_dir=tmp_path / "other", progress=False),
+            TINY,
+            task_sampler=sampler,
+        )
+    assert not (tmp_path / "other").exists()
