@@ -18,7 +18,7 @@ Reward terms are returned in ``info`` under ``reward_forward`` (or ``reward_goal
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -172,10 +172,6 @@ class AntDir(_AntFamily):
             return [{"angle": a} for a in math.pi * rng.integers(0, 2, size=n).astype(np.float64)]
         return [{"angle": a} for a in rng.uniform(0.0, TWO_PI, size=n)]
 
-    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        key = "angle" if self._uses_angle else "direction"
-        return {key: np.array([t[key] for t in tasks], dtype=np.float64)}
-
     def reward_terms(
         self,
         before: dict[str, Array],
@@ -263,9 +259,6 @@ class AntVel(_AntFamily):
     def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"velocity": v} for v in rng.uniform(0.0, self.max_velocity, size=n)]
 
-    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        return {"velocity": np.array([t["velocity"] for t in tasks], dtype=np.float64)}
-
     def reward_terms(
         self,
         before: dict[str, Array],
@@ -350,9 +343,6 @@ class AntGoal(_AntFamily):
         else:
             goals = rng.uniform(-self.goal_radius, self.goal_radius, size=(n, 2))
         return [{"goal": g} for g in goals]
-
-    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        return {"goal": np.array([t["goal"] for t in tasks], dtype=np.float64).reshape(-1, 2)}
 
     def reward_terms(
         self,

@@ -366,9 +366,12 @@ class TaskFamily(ABC):
         return splits[name]()
 
     # -- stepping ----------------------------------------------------------------------------
-    @abstractmethod
     def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        """Stack the parameters of ``tasks`` into arrays with a leading batch axis."""
+        """Every parameter of ``tasks`` stacked on a leading batch axis: ``[n, *shape]`` float64."""
+        return {
+            key: np.stack([np.asarray(t[key], dtype=np.float64) for t in tasks])
+            for key in self.param_specs()
+        }
 
     @abstractmethod
     def make_batch(self, num_envs: int) -> BatchStepper:

@@ -33,7 +33,6 @@ health check of the robot (HalfCheetah never terminates). Horizon: 200, PEARL's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import mujoco
@@ -108,12 +107,6 @@ class _DynamicsParams(MujocoTaskFamily):
                 )
             tasks.append(task)
         return tasks
-
-    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        return {
-            key: np.stack([np.asarray(t[key], dtype=np.float64) for t in tasks])
-            for key in _SCALED_FIELDS
-        }
 
     def configure_model(self, model: mujoco.MjModel, task: Task) -> None:
         """Set ``model``'s fields to the pristine values times ``task``'s scales.

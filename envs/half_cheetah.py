@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
 from metarl.envs.base import Array, ParamSpec, Variant
 from metarl.envs.robots import HalfCheetahRobot
-from metarl.tasks import Task, TaskSplit
+from metarl.tasks import TaskSplit
 
 __all__ = ["HalfCheetahDir", "HalfCheetahVel"]
 
@@ -58,9 +58,6 @@ class HalfCheetahVel(HalfCheetahRobot):
 
     def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"velocity": v} for v in rng.uniform(0.0, self.max_velocity, size=n)]
-
-    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        return {"velocity": np.array([t["velocity"] for t in tasks], dtype=np.float64)}
 
     def reward_terms(
         self,
@@ -121,9 +118,6 @@ class HalfCheetahDir(HalfCheetahRobot):
 
     def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"direction": d} for d in 2.0 * rng.binomial(1, 0.5, size=n) - 1.0]
-
-    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        return {"direction": np.array([t["direction"] for t in tasks], dtype=np.float64)}
 
     def reward_terms(
         self,

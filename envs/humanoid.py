@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -67,9 +66,6 @@ class HumanoidDir(HumanoidRobot):
 
     def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"angle": a} for a in rng.uniform(0.0, TWO_PI, size=n)]
-
-    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        return {"angle": np.array([t["angle"] for t in tasks], dtype=np.float64)}
 
     def reward_terms(
         self,

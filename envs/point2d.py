@@ -16,7 +16,6 @@ import gymnasium as gym
 import numpy as np
 
 from metarl.envs.base import Array, BatchStep, BatchStepper, ParamSpec, TaskFamily, Variant
-from metarl.tasks import Task
 
 __all__ = ["Point2DBatch", "Point2DNav"]
 
@@ -66,9 +65,6 @@ class Point2DNav(TaskFamily):
     def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         goals = rng.uniform(-GOAL_LIMIT, GOAL_LIMIT, size=(n, 2))
         return [{"goal": g} for g in goals]
-
-    def task_params(self, tasks: Sequence[Task]) -> dict[str, Array]:
-        return {"goal": np.stack([np.asarray(t["goal"], dtype=np.float64) for t in tasks])}
 
     def make_batch(self, num_envs: int) -> Point2DBatch:
         return Point2DBatch(self, num_envs)
