@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from dataclasses import replace
 
 import numpy as np
 import torch
+from _iteration import run_iterations, summarize
 
 from metarl.agents import MAMLTRPO
 from metarl.envs import FamilyTaskSampler, make_family
@@ -62,7 +61,6 @@ def main() -> None:
     tasks_source = FamilyTaskSampler(family)
     sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
     rng = np.random.default_rng(0)
-    records = []
     print(
         f"MAML-TRPO on {args.env}: {config.meta_batch_size} tasks x {config.episodes_per_task} "
         f"episodes x H={family.horizon}, device={device}, backend={args.backend}"
@@ -71,34 +69,11 @@ def main() -> None:
         + f", hvp_subsample={args.hvp_subsample}"
     )
     try:
-        for it in range(args.iterations):
-            tasks = tasks_source.sample(config.meta_batch_size, rng)
-            t0 = time.perf_counter()
-            m = agent.train_step(sampler, tasks, rng)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            total = time.perf_counter() - t0
-            rec = {
-                "iteration": it,
-                "seconds": total,
-                "sampling_s": m["time/sampling"],
-                "optimization_s": m["time/optimization"],
-                "optimization_share": m["time/optimization"] / total,
-                "env_steps": m["env_steps"],
-                "env_steps_per_s": m["env_steps"] / total,
-                "return_pre": m["meta/return_pre_adapt"],
-                "return_post": m["meta/return_post_adapt"],
-            }
-            records.append(rec)
-            print(
-                f"  it {it}: {total:6.2f} s = sampling {rec['sampling_s']:6.2f} s + "
-                f"optimization {rec['optimization_s']:6.2f} s "
-                f"({100 * rec['optimization_share']:4.1f}%), "
-                f"{rec['env_steps_per_s']:8.0f} env steps/s incl. optimization"
-            )
+        records = run_iterations(
+            agent, sampler, tasks_source, config.meta_batch_size, args.iterations, rng
+        )
     finally:
         sampler.close()
-    steady = records[1:] or records
     summary = {
         "env": args.env,
         "device": str(device),
@@ -109,18 +84,8 @@ def main() -> None:
         "horizon": family.horizon,
         "first_order": args.first_order,
         "hvp_subsample": args.hvp_subsample,
-        "seconds_per_iteration": statistics.median(r["seconds"] for r in steady),
-        "sampling_s": statistics.median(r["sampling_s"] for r in steady),
-        "optimization_s": statistics.median(r["optimization_s"] for r in steady),
-        "optimization_share": statistics.median(r["optimization_share"] for r in steady),
-        "env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in steady),
-        "iterations": records,
+        **summarize(records),
     }
-    print(
-        f"median (after the first iteration): {summary['seconds_per_iteration']:.2f} s/it, "
-        f"optimization {100 * summary['optimization_share']:.1f}% of the iteration, "
-        f"{summary['env_steps_per_s']:.0f} env steps/s including optimization"
-    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)

@@ -29,17 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _iteration import run_iterations, summarize, sync
 
 from metarl.agent import config_from_dict
 from metarl.agents import ReptilePPO
 from metarl.envs import FamilyTaskSampler, make_family
 from metarl.runs import latest_checkpoint, load_checkpoint, read_run_config, resolve_device
 from metarl.train import make_sampler
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_updates(
@@ -50,10 +46,10 @@ def time_updates(
     batched, sequential = [], []
     for r in range(repeats):
         state = agent.new_inner_state(params, seed=r)
-        _sync(agent.device)
+        sync(agent.device)
         t0 = time.perf_counter()
         agent.ppo_update(params, state, data)  # type: ignore[arg-type]
-        _sync(agent.device)
+        sync(agent.device)
         batched.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for k in range(K):
@@ -63,7 +59,7 @@ def time_updates(
                 **{f.name: getattr(data, f.name)[k : k + 1] for f in dataclasses.fields(data)},  # type: ignore[arg-type]
             )
             agent.ppo_update(one, agent.new_inner_state(one, seed=r), part)
-        _sync(agent.device)
+        sync(agent.device)
         sequential.append(time.perf_counter() - t0)
     return statistics.median(batched), statistics.median(sequential)
 
@@ -144,7 +140,6 @@ def main() -> None:
     tasks_source = FamilyTaskSampler(family)
     sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
     rng = np.random.default_rng(0)
-    records = []
     print(
         f"Reptile-PPO on {args.env}: {config.meta_batch_size} tasks x "
         f"{config.episodes_per_task} episodes x H={family.horizon}, {config.num_adapt_steps} "
@@ -152,26 +147,9 @@ def main() -> None:
         f"device={device}, backend={args.backend}, torch threads={torch.get_num_threads()}"
     )
     try:
-        for it in range(args.iterations):
-            tasks = tasks_source.sample(config.meta_batch_size, rng)
-            t0 = time.perf_counter()
-            m = agent.train_step(sampler, tasks, rng)
-            _sync(device)
-            total = time.perf_counter() - t0
-            rec = {
-                "iteration": it,
-                "seconds": total,
-                "sampling_s": m["time/sampling"],
-                "optimization_s": m["time/optimization"],
-                "env_steps": m["env_steps"],
-                "env_steps_per_s": m["env_steps"] / total,
-            }
-            records.append(rec)
-            print(
-                f"  it {it}: {total:6.2f} s = sampling {rec['sampling_s']:6.2f} s + "
-                f"optimization {rec['optimization_s']:6.2f} s, "
-                f"{rec['env_steps_per_s']:8.0f} env steps/s incl. optimization"
-            )
+        records = run_iterations(
+            agent, sampler, tasks_source, config.meta_batch_size, args.iterations, rng
+        )
         tasks = tasks_source.sample(config.meta_batch_size, rng)
         batch = sampler.sample(tasks, config.episodes_per_task, seed=1)
     finally:
@@ -179,7 +157,6 @@ def main() -> None:
     params = agent._theta_as_tasks(config.meta_batch_size)
     data = agent.prepare_round(params, batch)
     batched_s, sequential_s = time_updates(agent, params, data, args.repeats)
-    steady = records[1:] or records
     summary = {
         "env": args.env,
         "device": str(device),
@@ -190,19 +167,11 @@ def main() -> None:
         "num_adapt_steps": config.num_adapt_steps,
         "ppo_epochs": config.ppo_epochs,
         "num_minibatches": config.num_minibatches,
-        "seconds_per_iteration": statistics.median(r["seconds"] for r in steady),
-        "sampling_s": statistics.median(r["sampling_s"] for r in steady),
-        "optimization_s": statistics.median(r["optimization_s"] for r in steady),
-        "env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in steady),
         "round_update_batched_s": batched_s,
         "round_update_sequential_s": sequential_s,
         "sequential_over_batched": sequential_s / batched_s,
-        "iterations": records,
+        **summarize(records),
     }
-    print(
-        f"median: {summary['seconds_per_iteration']:.2f} s/it (sampling "
-        f"{summary['sampling_s']:.2f} s, optimization {summary['optimization_s']:.2f} s)"
-    )
     print(
         f"one inner round of PPO updates for {config.meta_batch_size} tasks: batched "
         f"{batched_s:.3f} s, sequential {sequential_s:.3f} s -> "

@@ -18,24 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from _iteration import run_iterations, summarize
 
 from metarl.agent import config_from_dict
 from metarl.agents import RL2PPO
 from metarl.envs import FamilyTaskSampler, make_family
 from metarl.runs import latest_checkpoint, load_checkpoint, read_run_config, resolve_device
 from metarl.train import make_sampler
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def adaptation_curve(
@@ -115,7 +109,6 @@ def main() -> None:
     tasks_source = FamilyTaskSampler(family)
     sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
     rng = np.random.default_rng(0)
-    records = []
     print(
         f"RL2-PPO on {args.env}: {config.meta_batch_size} tasks x {config.trials_per_task} "
         f"trial x {config.episodes_per_trial} episodes x H={family.horizon}, "
@@ -124,29 +117,11 @@ def main() -> None:
         f"torch threads={torch.get_num_threads()}"
     )
     try:
-        for it in range(args.iterations):
-            tasks = tasks_source.sample(config.meta_batch_size, rng)
-            t0 = time.perf_counter()
-            m = agent.train_step(sampler, tasks, rng)
-            _sync(device)
-            total = time.perf_counter() - t0
-            rec = {
-                "iteration": it,
-                "seconds": total,
-                "sampling_s": m["time/sampling"],
-                "optimization_s": m["time/optimization"],
-                "env_steps": m["env_steps"],
-                "env_steps_per_s": m["env_steps"] / total,
-            }
-            records.append(rec)
-            print(
-                f"  it {it}: {total:6.2f} s = sampling {rec['sampling_s']:6.2f} s + "
-                f"optimization {rec['optimization_s']:6.2f} s, "
-                f"{rec['env_steps_per_s']:8.0f} env steps/s incl. optimization"
-            )
+        records = run_iterations(
+            agent, sampler, tasks_source, config.meta_batch_size, args.iterations, rng
+        )
     finally:
         sampler.close()
-    steady = records[1:] or records
     summary = {
         "env": args.env,
         "device": str(device),
@@ -158,16 +133,8 @@ def main() -> None:
         "hidden_size": config.hidden_size,
         "update_epochs": config.update_epochs,
         "num_minibatches": config.num_minibatches,
-        "seconds_per_iteration": statistics.median(r["seconds"] for r in steady),
-        "sampling_s": statistics.median(r["sampling_s"] for r in steady),
-        "optimization_s": statistics.median(r["optimization_s"] for r in steady),
-        "env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in steady),
-        "iterations": records,
+        **summarize(records),
     }
-    print(
-        f"median: {summary['seconds_per_iteration']:.2f} s per iteration "
-        f"(sampling {summary['sampling_s']:.2f} s, optimization {summary['optimization_s']:.2f} s)"
-    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
