@@ -41,12 +41,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int, default=1, help="CPU threads of torch")
     parser.add_argument("--quick", action="store_true", help="10 tasks x 5 episodes, 2 iterations")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
     if args.quick:
         args.meta_batch_size, args.episodes_per_task, args.iterations = 10, 5, 2
 
+    torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
     family = make_family(args.env)
     config = replace(

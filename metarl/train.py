@@ -65,6 +65,10 @@ class RunArgs:
     """Sampler backend."""
     num_workers: int = 1
     """Worker processes or Ray actors (processes/ray backends)."""
+    torch_threads: int = 1
+    """CPU threads of the optimization. 1 keeps a busy machine from oversubscribing (torch's
+    threads spin at every barrier and slow to a crawl when cores are shared); raise it on an
+    idle many-core machine."""
     checkpoint_every: int = 10
     """Write checkpoints/latest.pt every this many iterations (and at the end)."""
     keep_every: int = 50
@@ -98,6 +102,8 @@ def _check_run_args(run: RunArgs, iterations: int) -> None:
         raise ValueError("checkpoint_every and keep_every must be at least 1")
     if run.num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {run.num_workers}")
+    if run.torch_threads < 1:
+        raise ValueError(f"torch_threads must be at least 1, got {run.torch_threads}")
 
 
 def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any]:
@@ -170,8 +176,6 @@ def train(
         ValueError: unknown algorithm or family, impossible settings, or a ``--resume`` folder
             that is not a run of this algorithm and family — all before any work.
     """
-    from metarl.sampling.rollout import env_spaces
-
     agent_cls = _agent_class(algo)
     if run.resume is not None:
         run, config = _resolve_resume(algo, run, config)
@@ -180,6 +184,25 @@ def train(
     iterations = int(config.iterations)
     _check_run_args(run, iterations)
     source, described = _task_source(run, task_sampler)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(run.torch_threads)
+    try:
+        return _train(algo, run, config, iterations, agent_cls, source, described)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    algo: str,
+    run: RunArgs,
+    config: Any,
+    iterations: int,
+    agent_cls: type[MetaAgent],
+    source: Any,
+    described: dict[str, Any],
+) -> Path:
+    from metarl.sampling.rollout import env_spaces
+
     observation_space, action_space = env_spaces(source)
     device = resolve_device(run.device)
     torch.manual_seed(run.seed)  # the policy's initialization

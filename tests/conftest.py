@@ -11,16 +11,19 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest
+import torch
+
+# The suite shares two cores with sampler worker processes: torch's own threads would spin
+# against them (see RunArgs.torch_threads).
+torch.set_num_threads(1)
 
 
 def _cuda_available() -> bool:
-    import torch
-
     return bool(torch.cuda.is_available())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip tests marked ``gpu`` where no CUDA device exists (torch is imported only then)."""
+    """Skip tests marked ``gpu`` where no CUDA device exists."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items or _cuda_available():
         return
