@@ -106,7 +106,15 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
         "--progress",
         "False",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and a child
+    # inherits that: give the run the default handler so Ctrl-C reaches it as in a terminal.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -145,6 +145,8 @@ def test_ctrl_c_leaves_no_orphan_processes(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        # SIGINT may be ignored by the shell that started the suite; the child needs it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
