@@ -165,7 +165,7 @@ def test_second_order_meta_gradient_matches_autograd_and_finite_differences(setu
         }
         f_plus, _ = agent.meta_objective(plus, [train], [train_adv], valid, valid_adv, old, True)
         f_minus, _ = agent.meta_objective(minus, [train], [train_adv], valid, valid_adv, old, True)
-        fd = (float(f_plus) - float(f_minus)) / (2 * eps)
+        fd = (f_plus.item() - f_minus.item()) / (2 * eps)
         assert float(flat @ direction) == pytest.approx(fd, rel=1e-5, abs=1e-8)
 
 
