@@ -21,8 +21,9 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["UsageError", "main", "parse_train_args"]
 
 USAGE = """usage: metarl COMMAND ...
 
@@ -38,24 +39,37 @@ class UsageError(ValueError):
     """A command line that cannot run; printed without a traceback."""
 
 
-def _train(argv: Sequence[str]) -> int:
+def parse_train_args(
+    algo: str,
+    argv: Sequence[str],
+    *,
+    prog: str,
+    description: str,
+    env: str | None = None,
+) -> tuple[Any, Any, int | None]:
+    """``(RunArgs, agent config, iterations override)`` from ``train``-style options.
+
+    ``--preset`` (and ``--env``, unless ``env`` fixes the family) choose the defaults; every
+    field of :class:`~metarl.train.RunArgs` and of the agent's config is a flag on top. Shared
+    by ``metarl train`` and the scripts in ``experiments/``.
+    """
     import tyro
 
-    from metarl.train import RunArgs, agent_registry, train
+    from metarl.envs import make_family
+    from metarl.train import RunArgs, agent_registry
 
     registry = agent_registry()
-    if not argv or argv[0].startswith("-"):
-        raise UsageError(f"usage: metarl train ALGO [options]; ALGO is one of {sorted(registry)}")
-    algo, rest = argv[0], list(argv[1:])
     if algo not in registry:
         raise UsageError(f"unknown algorithm {algo!r}; choose one of {sorted(registry)}")
     agent_cls = registry[algo]
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--env", default=RunArgs.env)
+    pre.add_argument("--env", default=env or RunArgs.env)
     pre.add_argument("--preset", default=RunArgs.preset)
-    known, _ = pre.parse_known_args(rest)
-    from metarl.envs import make_family
-
+    known, _ = pre.parse_known_args(argv)
+    if env is not None and known.env != env:
+        raise UsageError(
+            f"this script trains {env}; for {known.env} use its own script or `metarl train`"
+        )
     make_family(known.env)  # an unknown family fails here, listing the valid ones
     config = agent_cls.preset(known.preset, known.env)  # type: ignore[attr-defined]
     cli_cls = dataclasses.make_dataclass(
@@ -64,15 +78,32 @@ def _train(argv: Sequence[str]) -> int:
     default = cli_cls(run=RunArgs(env=known.env, preset=known.preset), config=config)
     args = tyro.cli(
         cli_cls,
-        args=rest,
+        args=list(argv),
         default=default,
-        prog=f"metarl train {algo}",
-        description=f"Meta-train {algo}: run settings, then {agent_cls.config_cls.__name__}.",
+        prog=prog,
+        description=description,
         config=(tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff),
     )
-    explicit = any(a == "--iterations" or a.startswith("--iterations=") for a in rest)
+    explicit = any(a == "--iterations" or a.startswith("--iterations=") for a in argv)
     iterations = args.config.iterations if explicit else None
-    run_dir = train(algo, args.run, args.config, iterations=iterations)
+    return args.run, args.config, iterations
+
+
+def _train(argv: Sequence[str]) -> int:
+    from metarl.train import agent_registry, train
+
+    if not argv or argv[0].startswith("-"):
+        raise UsageError(
+            f"usage: metarl train ALGO [options]; ALGO is one of {sorted(agent_registry())}"
+        )
+    algo = argv[0]
+    run, config, iterations = parse_train_args(
+        algo,
+        argv[1:],
+        prog=f"metarl train {algo}",
+        description=f"Meta-train {algo}: run settings, then the agent's hyperparameters.",
+    )
+    run_dir = train(algo, run, config, iterations=iterations)
     print(f"run folder: {run_dir}")
     return 0
 
