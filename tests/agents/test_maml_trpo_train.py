@@ -255,17 +255,19 @@ def test_trains_on_a_custom_gymnasium_task_sampler(tmp_path: Path) -> None:
 def test_a_step_the_line_search_rejects_is_never_applied() -> None:
     import numpy as np
 
-    from metarl.envs import FamilyTaskSampler, make_family
+    from metarl.tasks import Choice, GymKwargsTaskSampler
     from metarl.train import make_sampler
 
-    family = make_family("Point2DNav")
-    # No candidate can keep the KL this small: every step is rejected.
-    config = replace(TINY, max_kl=1e-14, ls_max_steps=3)
-    agent = MAMLTRPO(config, family.observation_space, family.action_space)
+    # Every reward is exactly zero, so no step can lower the loss: the line search must reject.
+    source = GymKwargsTaskSampler(
+        "HalfCheetah-v5",
+        {"ctrl_cost_weight": Choice((0.0,))},
+        fixed_kwargs={"forward_reward_weight": 0.0},
+    )
+    agent = MAMLTRPO(TINY, source.observation_space, source.action_space)
     before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
-    source = FamilyTaskSampler(family)
     rng = np.random.default_rng(0)
-    with make_sampler(source, agent.policy) as sampler:
+    with make_sampler(source, agent.policy, horizon=10) as sampler:
         metrics = agent.train_step(sampler, source.sample(2, rng), rng)
     assert metrics["trpo/accepted"] == 0.0 and metrics["trpo/step_fraction"] == 0.0
     for name, value in agent.policy.state_dict().items():
