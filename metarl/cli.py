@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](argv[1:])
-    except (UsageError, RunError, ValueError) as exc:
+    except (UsageError, RunError, ValueError, ImportError) as exc:
         print(f"metarl {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

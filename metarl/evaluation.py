@@ -518,6 +518,7 @@ def sb3_baseline(
         progress: called with 1 after every evaluation (for a progress bar).
     """
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     from metarl.envs import MetaEnv
 
@@ -543,6 +544,8 @@ def sb3_baseline(
                 device="cpu",
                 verbose=0,
             )
+            # SB3's default logger makes a fresh SB3-<time> folder under /tmp for every model.
+            model.set_logger(Logger(folder=None, output_formats=[]))
             for s in range(num_steps + 1):
                 if s > 0:
                     model.learn(total_timesteps=steps_per_step, reset_num_timesteps=False)
