@@ -46,6 +46,12 @@ def _import_ray() -> Any:
         import ray
     except ImportError as exc:
         raise ImportError("RaySampler needs Ray: pip install 'metarl[ray]'") from exc
+    if not hasattr(ray, "init"):
+        # A stray ./ray folder (Ray's own temp dir, say) imports as an empty namespace package.
+        raise ImportError(
+            f"'import ray' found {list(getattr(ray, '__path__', []))}, not Ray: "
+            "pip install 'metarl[ray]' or run from another folder"
+        )
     return ray
 
 
