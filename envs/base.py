@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,30 @@ def gymnasium_asset(name: str) -> Path:
             f"Gymnasium ships no MuJoCo asset {name!r} (looked in {path.parent})"
         )
     return path
+
+
+def load_gymnasium_model(name: str) -> mujoco.MjModel:
+    """Compile one of Gymnasium's v5 models, without MuJoCo's ``settotalmass`` deprecation notice.
+
+    Gymnasium's half_cheetah, hopper and walker2d files set ``settotalmass``; MuJoCo >= 4 warns
+    about it on every compile. The masses it yields are exactly the v5 envs' ones, so that one
+    notice is dropped; every other MuJoCo warning goes where it went before.
+    """
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if "settotalmass" in message:
+            return
+        if previous is not None:
+            previous(message)
+        else:
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        return mujoco.MjModel.from_xml_path(str(gymnasium_asset(name)))
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,7 +442,7 @@ class MujocoTaskFamily(TaskFamily):
 
     def __init__(self, variant: str | None = None, horizon: int | None = None) -> None:
         super().__init__(variant=variant, horizon=horizon)
-        self.model = mujoco.MjModel.from_xml_path(str(gymnasium_asset(self.xml_file)))
+        self.model = load_gymnasium_model(self.xml_file)
         data = mujoco.MjData(self.model)
         self.init_qpos = data.qpos.ravel().copy()
         self.init_qvel = data.qvel.ravel().copy()
