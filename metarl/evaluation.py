@@ -268,14 +268,21 @@ def make_protocol(name: str, family: str, **overrides: Any) -> Protocol:
 def held_out_tasks(family: TaskFamily, protocol: Protocol) -> list[Task]:
     """The first ``protocol.num_tasks`` test tasks of the family's split.
 
+    A family with a finite task set (a split that is not disjoint, e.g. HalfCheetahDir's two
+    directions) repeats its tasks in order: the paper's 40 test tasks there are 40 draws of the
+    two directions.
+
     Raises:
-        ValueError: the split has fewer test tasks than asked for.
+        ValueError: a disjoint split with fewer test tasks than asked for.
     """
-    test = list(family.task_split(protocol.task_split).test)
+    split = family.task_split(protocol.task_split)
+    test = list(split.test)
     if protocol.num_tasks > len(test):
+        if not split.disjoint:
+            return [test[i % len(test)] for i in range(protocol.num_tasks)]
         raise ValueError(
             f"{family.name}: the {protocol.task_split!r} split has {len(test)} test tasks; "
-            f"num_tasks={protocol.num_tasks} asks for more"
+            f"num_tasks={protocol.num_tasks} asks for more (pass --num-tasks {len(test)})"
         )
     return test[: protocol.num_tasks]
 

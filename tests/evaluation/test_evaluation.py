@@ -95,6 +95,12 @@ def test_protocol_presets_and_overrides() -> None:
         held_out_tasks(make_family("Point2DNav"), Protocol(num_tasks=41))
 
 
+def test_a_finite_task_set_repeats_its_tasks() -> None:
+    # HalfCheetahDir has two tasks; the paper's 40 test tasks are 40 draws of them.
+    tasks = held_out_tasks(make_family("HalfCheetahDir"), Protocol(num_tasks=5))
+    assert [t["direction"] for t in tasks] == [1.0, -1.0, 1.0, -1.0, 1.0]
+
+
 def test_published_reference_only_where_the_setting_matches() -> None:
     paper = make_protocol("paper", "Point2DNav")
     ref = published_reference("Point2DNav", "maml", 100, paper)
