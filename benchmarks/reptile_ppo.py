@@ -10,11 +10,9 @@ the figures.
     python benchmarks/reptile_ppo.py               # 20 tasks x 10 episodes, 3 iterations
     python benchmarks/reptile_ppo.py --quick       # 20 tasks x 2 episodes, 1 iteration
     python benchmarks/reptile_ppo.py --device cuda
-    python benchmarks/reptile_ppo.py --adaptation-curve runs/reptile-ppo-HalfCheetahVel-...
 
-``--adaptation-curve RUN_DIR`` instead evaluates a run's latest checkpoint on the family's
-held-out tasks (``task_split("default").test``): mean return after 0..K inner rounds
-(``exploration_policy``, then ``adapt`` once per round on fresh episodes).
+A run's adaptation curve (return after 0..K inner rounds on held-out tasks) is
+``metarl eval RUN``.
 """
 
 from __future__ import annotations
@@ -25,16 +23,14 @@ import json
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from _iteration import run_iterations, summarize, sync
 
-from metarl.agent import config_from_dict
 from metarl.agents import ReptilePPO
 from metarl.envs import FamilyTaskSampler, make_family
-from metarl.runs import latest_checkpoint, load_checkpoint, read_run_config, resolve_device
+from metarl.runs import resolve_device
 from metarl.train import make_sampler
 
 
@@ -64,44 +60,6 @@ def time_updates(
     return statistics.median(batched), statistics.median(sequential)
 
 
-def adaptation_curve(
-    run_dir: Path, rounds: int, episodes_per_task: int | None, seed: int
-) -> dict[str, object]:
-    """Mean return on the held-out tasks after ``0..rounds`` inner rounds, with 95% intervals."""
-    saved = read_run_config(run_dir)
-    config = config_from_dict(ReptilePPO.config_cls, saved["config"])
-    fam = saved["family"]
-    family = make_family(fam["name"], variant=fam["variant"], horizon=fam["horizon"])
-    agent = ReptilePPO(config, family.observation_space, family.action_space, "cpu")
-    checkpoint = load_checkpoint(latest_checkpoint(run_dir))
-    agent.load_state_dict(checkpoint["agent"])
-    tasks = list(family.task_split("default").test)
-    E = episodes_per_task or config.episodes_per_task
-    sampler = make_sampler(family, agent.policy)
-    policy = agent.exploration_policy(len(tasks))
-    curve = []
-    try:
-        for r in range(rounds + 1):
-            batch = sampler.sample(tasks, E, params=policy.params, seed=seed + r)
-            per_task = batch.by_task("returns").mean(1)
-            mean = float(per_task.mean())
-            half = 1.96 * float(per_task.std()) / max(len(tasks), 1) ** 0.5
-            curve.append({"rounds": r, "return": mean, "ci95": half})
-            print(f"  after {r} inner rounds: {mean:9.2f} +- {half:.2f}")
-            if r < rounds:
-                policy = agent.adapt(policy, batch, seed=seed)
-    finally:
-        sampler.close()
-    return {
-        "run_dir": str(run_dir),
-        "env": fam["name"],
-        "iterations_trained": int(checkpoint["iteration"]),
-        "test_tasks": len(tasks),
-        "episodes_per_task": E,
-        "curve": curve,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="HalfCheetahVel")
@@ -114,17 +72,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timings of the update ratio")
     parser.add_argument("--quick", action="store_true", help="20 tasks x 2 episodes, 1 iteration")
     parser.add_argument("--json", default=None, help="write the figures here")
-    parser.add_argument("--adaptation-curve", type=Path, default=None, metavar="RUN_DIR")
-    parser.add_argument("--rounds", type=int, default=3, help="inner rounds of the curve")
     args = parser.parse_args()
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
-    if args.adaptation_curve is not None:
-        print(f"adaptation curve of {args.adaptation_curve} on held-out tasks:")
-        result = adaptation_curve(args.adaptation_curve, args.rounds, None, seed=12345)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=1)
-        return
     if args.quick:
         args.episodes_per_task, args.iterations, args.repeats = 2, 1, 1
 
