@@ -33,7 +33,9 @@ from metarl.optim import (
     backtracking_line_search,
     conjugate_gradient,
     flat_grad,
+    flatten_params,
     hessian_vector_product,
+    unflatten_params,
 )
 from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob
 from metarl.sampling import EpisodeBatch
@@ -277,6 +279,27 @@ class MAMLTRPO(MetaAgent):
         kl = self._task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std), valid.valid, K)
         return loss, kl.mean()
 
+    def _curvature_subsample(
+        self,
+        train_batches: list[EpisodeBatch],
+        train_advs: list[Tensor],
+        valid: EpisodeBatch,
+        valid_adv: Tensor,
+    ) -> tuple[list[EpisodeBatch], list[Tensor], EpisodeBatch, Tensor]:
+        """The first ``hvp_subsample`` of each task's episodes, for the curvature only."""
+        K, E = valid.num_tasks, valid.episodes_per_task
+        n = max(1, round(self.config.hvp_subsample * E))
+        if n == E:
+            return train_batches, train_advs, valid, valid_adv
+        cols = (torch.arange(K).unsqueeze(1) * E + torch.arange(n)).reshape(-1)
+        cols = cols.to(valid.obs.device)
+        return (
+            [b.head(n) for b in train_batches],
+            [a[:, cols] for a in train_advs],
+            valid.head(n),
+            valid_adv[:, cols],
+        )
+
     def _curvature_kl(
         self,
         train_batches: list[EpisodeBatch],
@@ -291,17 +314,10 @@ class MAMLTRPO(MetaAgent):
         taken from the subset's own adapted policies at the current ``theta``: it is zero
         there with zero gradient, and its Hessian is the curvature of the same trust region.
         """
-        K, E = valid.num_tasks, valid.episodes_per_task
-        n = max(1, round(self.config.hvp_subsample * E))
-        if n < E:
-            cols = (
-                (torch.arange(K).unsqueeze(1) * E + torch.arange(n))
-                .reshape(-1)
-                .to(valid.obs.device)
-            )
-            train_batches = [b.head(n) for b in train_batches]
-            train_advs = [a[:, cols] for a in train_advs]
-            valid, valid_adv = valid.head(n), valid_adv[:, cols]
+        K = valid.num_tasks
+        train_batches, train_advs, valid, valid_adv = self._curvature_subsample(
+            train_batches, train_advs, valid, valid_adv
+        )
         with torch.enable_grad():
             theta = {k: v.detach().requires_grad_(True) for k, v in self.policy.params().items()}
             current = self._adapt_all(
@@ -316,6 +332,57 @@ class MAMLTRPO(MetaAgent):
             )[1]
 
         return kl
+
+    def _structured_hvp(
+        self,
+        train: EpisodeBatch,
+        train_adv: Tensor,
+        valid: EpisodeBatch,
+        damping: float,
+    ) -> Callable[[Tensor], Tensor]:
+        """``v -> (H + damping I) v`` for one inner step, with ``H = mean_k J_k^T F_k J_k``.
+
+        At the current ``theta`` the adapted policies are the sampling ones, so the KL's
+        gradient in the adapted parameters is zero and its Hessian in ``theta`` is exactly
+        ``J^T F J``: ``J_k = I - adapt_lr * (Hessian of task k's inner loss)`` and ``F_k`` the
+        Fisher matrix of the adapted policy. Each product is two inner Hessian-vector products
+        and one Fisher-vector product, instead of a backward pass through the whole
+        second-order graph.
+        """
+        K, lr = valid.num_tasks, self.config.adapt_lr
+        like = self.policy.params()
+        with torch.enable_grad():
+            theta = {
+                k: v.detach().unsqueeze(0).expand(K, *v.shape).clone().requires_grad_(True)
+                for k, v in like.items()
+            }
+            mean, log_std = self._distribution(theta, train.obs, K)
+            losses = -self._task_mean(
+                gaussian_log_prob(train.actions, mean, log_std) * train_adv, train.valid, K
+            )
+            inner = torch.autograd.grad(losses.sum(), list(theta.values()), create_graph=True)
+            adapted = {
+                k: (p - lr * g).detach().requires_grad_(True)
+                for (k, p), g in zip(theta.items(), inner, strict=True)
+            }
+            mean, log_std = self._distribution(adapted, valid.obs, K)
+            divergence = _gaussian_kl(mean.detach(), log_std.detach(), mean, log_std)
+            kl = self._task_mean(divergence, valid.valid, K).sum()
+            kl_grad = torch.autograd.grad(kl, list(adapted.values()), create_graph=True)
+
+        def inner_hvp(vectors: list[Tensor]) -> list[Tensor]:
+            return list(
+                torch.autograd.grad(inner, list(theta.values()), vectors, retain_graph=True)
+            )
+
+        def hvp(v: Tensor) -> Tensor:
+            parts = [p.unsqueeze(0).expand(K, *p.shape) for p in unflatten_params(v, like).values()]
+            u = [a - lr * b for a, b in zip(parts, inner_hvp(parts), strict=True)]
+            fu = list(torch.autograd.grad(kl_grad, list(adapted.values()), u, retain_graph=True))
+            out = [a - lr * b for a, b in zip(fu, inner_hvp(fu), strict=True)]
+            return flatten_params([o.sum(0) / K for o in out]).detach() + damping * v
+
+        return hvp
 
     # -- meta-training -----------------------------------------------------------------------
     def train_step(
@@ -365,11 +432,17 @@ class MAMLTRPO(MetaAgent):
             accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
             metrics["trpo/nonfinite"] = 1.0
         else:
-            hvp = hessian_vector_product(
-                self._curvature_kl(train_batches, train_advs, valid, valid_adv, create_graph),
-                theta,
-                cfg.cg_damping,
-            )
+            if cfg.num_adapt_steps == 1 and not cfg.first_order:
+                sub_train, sub_advs, sub_valid, _ = self._curvature_subsample(
+                    train_batches, train_advs, valid, valid_adv
+                )
+                hvp = self._structured_hvp(sub_train[0], sub_advs[0], sub_valid, cfg.cg_damping)
+            else:
+                hvp = hessian_vector_product(
+                    self._curvature_kl(train_batches, train_advs, valid, valid_adv, create_graph),
+                    theta,
+                    cfg.cg_damping,
+                )
             step_dir = conjugate_gradient(hvp, grad, iters=cfg.cg_iters)
             shs = 0.5 * torch.dot(step_dir, hvp(step_dir))
             lagrange = torch.sqrt(shs.clamp_min(1e-16) / cfg.max_kl)

@@ -236,3 +236,26 @@ def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: tuple) -> Non
     for _ in range(3):
         v = torch.randn(n, generator=gen, dtype=torch.float64)
         assert float(v @ hvp(v)) >= -1e-10
+
+
+@pytest.mark.parametrize("subsample", [1.0, 0.5])
+def test_structured_curvature_equals_the_double_backward_hessian(subsample: float) -> None:
+    from metarl.optim import hessian_vector_product
+
+    agent = make_agent(hvp_subsample=subsample)
+    train, valid = make_batch(1), make_batch(2)
+    train_adv, valid_adv = agent._advantages(train), agent._advantages(valid)
+    reference = hessian_vector_product(
+        agent._curvature_kl([train], [train_adv], valid, valid_adv, True),
+        agent.policy.params(),
+        0.1,
+    )
+    sub_train, sub_advs, sub_valid, _ = agent._curvature_subsample(
+        [train], [train_adv], valid, valid_adv
+    )
+    structured = agent._structured_hvp(sub_train[0], sub_advs[0], sub_valid, 0.1)
+    n = sum(p.numel() for p in agent.policy.params().values())
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(structured(v), reference(v), rtol=1e-9, atol=1e-11)
