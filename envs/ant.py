@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from metarl.envs.base import Array, ParamSpec, Variant
+from metarl.envs.base import Array, GoalVelocityTasks, ParamSpec, Variant
 from metarl.envs.robots import AntRobot
 from metarl.tasks import Task, TaskSplit
 
@@ -226,7 +226,7 @@ class AntDir(_AntFamily):
         return f"AntDir(variant={self.variant!r}, horizon={self.horizon}{extra})"
 
 
-class AntVel(_AntFamily):
+class AntVel(GoalVelocityTasks, _AntFamily):
     """Run forward at a goal velocity ``v*``.
 
     Reward: ``-|v_x - v*| + 1.0 - 0.005 ||a/s||^2 - contact + 0.05`` (terms ``reward_forward``
@@ -248,16 +248,6 @@ class AntVel(_AntFamily):
         ),
     }
     max_velocity: ClassVar[float] = 3.0
-
-    def param_specs(self) -> dict[str, ParamSpec]:
-        return {
-            "velocity": ParamSpec(
-                low=0.0, high=self.max_velocity, doc="goal forward velocity (m/s)"
-            )
-        }
-
-    def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-        return [{"velocity": v} for v in rng.uniform(0.0, self.max_velocity, size=n)]
 
     def reward_terms(
         self,

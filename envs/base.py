@@ -411,6 +411,22 @@ class TaskFamily(ABC):
         return f"{type(self).__name__}(variant={self.variant!r}, horizon={self.horizon})"
 
 
+class GoalVelocityTasks:
+    """Tasks ``{"velocity": v*}``, ``v* ~ U[0, max_velocity]`` (the *Vel families' task half)."""
+
+    max_velocity: float
+
+    def param_specs(self) -> dict[str, ParamSpec]:
+        return {
+            "velocity": ParamSpec(
+                low=0.0, high=self.max_velocity, doc="goal forward velocity (m/s)"
+            )
+        }
+
+    def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        return [{"velocity": v} for v in rng.uniform(0.0, self.max_velocity, size=n)]
+
+
 class MujocoTaskFamily(TaskFamily):
     """A family over one of Gymnasium's v5 MuJoCo robots.
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from metarl.envs.base import Array, ParamSpec, Variant
+from metarl.envs.base import Array, GoalVelocityTasks, ParamSpec, Variant
 from metarl.envs.robots import HalfCheetahRobot
 from metarl.tasks import TaskSplit
 
@@ -16,7 +16,7 @@ __all__ = ["HalfCheetahDir", "HalfCheetahVel"]
 CTRL_COST_WEIGHT = 0.05  # 0.5 * 1e-1 in the MAML reference code
 
 
-class HalfCheetahVel(HalfCheetahRobot):
+class HalfCheetahVel(GoalVelocityTasks, HalfCheetahRobot):
     """Run at a goal forward velocity ``v*``.
 
     Reward: ``-|v_x - v*| - 0.05 ||a||^2`` (terms ``reward_forward``, ``reward_ctrl``); never
@@ -48,16 +48,6 @@ class HalfCheetahVel(HalfCheetahRobot):
     @property
     def max_velocity(self) -> float:
         return float(self.variants[self.variant].options["max_velocity"])
-
-    def param_specs(self) -> dict[str, ParamSpec]:
-        return {
-            "velocity": ParamSpec(
-                low=0.0, high=self.max_velocity, doc="goal forward velocity (m/s)"
-            )
-        }
-
-    def _sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-        return [{"velocity": v} for v in rng.uniform(0.0, self.max_velocity, size=n)]
 
     def reward_terms(
         self,
