@@ -44,7 +44,7 @@ from metarl.tasks import Task
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
 
-__all__ = ["MAMLTRPO", "MAMLTRPOConfig"]
+__all__ = ["MAMLTRPO", "MAMLTRPOConfig", "TaskSteps"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,65 @@ def _gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: T
     return (0.5 * (var_ratio + mean_term - 1.0) - (log_std_p - log_std_q)).sum(-1)
 
 
+@dataclass(frozen=True)
+class TaskSteps:
+    """The valid steps of a meta-batch, task-major: what the inner and outer losses read.
+
+    Packed once per batch, so every forward and backward pass of an iteration runs on
+    contiguous ``[K, N, ...]`` tensors (``N``: the most valid steps of any task) instead of
+    regathering the sampler's time-major ``[T, B, ...]`` layout on every pass. Padding (steps
+    past an episode's end, and the tail of a task with fewer valid steps) has weight 0.
+    """
+
+    obs: Tensor
+    """``[K, N, obs_dim]``."""
+    actions: Tensor
+    """``[K, N, act_dim]``: the sampled (unclipped) actions."""
+    advantages: Tensor
+    """``[K, N]``."""
+    weights: Tensor
+    """``[K, N]``: ``1 / (valid steps of task k)`` on its valid steps, 0 on padding."""
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.obs.shape[0])
+
+    @classmethod
+    def pack(cls, batch: EpisodeBatch, advantages: Tensor) -> TaskSteps:
+        """Gather ``batch``'s valid steps and their ``advantages [T, B]``, task by task."""
+        K, E, T = batch.num_tasks, batch.episodes_per_task, batch.horizon
+
+        def task_major(x: Tensor) -> Tensor:  # [T, K*E, ...] -> [K, E*T, ...]
+            x = x.reshape(T, K, E, *x.shape[2:]).permute(1, 2, 0, *range(3, x.dim() + 1))
+            return x.reshape(K, E * T, *x.shape[3:])
+
+        valid = task_major(batch.valid)
+        fields = [task_major(t) for t in (batch.obs, batch.actions, advantages)]
+        counts = valid.sum(1)
+        if not bool(valid.all()):
+            # Each task's valid steps first (a stable sort keeps episode and time order).
+            order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
+            order = order[:, : max(int(counts.max()), 1)]
+            valid = torch.gather(valid, 1, order)
+            fields = [
+                torch.gather(
+                    f,
+                    1,
+                    order.view(*order.shape, *[1] * (f.dim() - 2)).expand_as(
+                        f[:, : order.shape[1]]
+                    ),
+                )
+                for f in fields
+            ]
+        obs, actions, adv = (f.contiguous() for f in fields)
+        weights = valid.to(obs.dtype) / counts.clamp_min(1).to(obs.dtype).unsqueeze(1)
+        return cls(obs=obs, actions=actions, advantages=adv, weights=weights)
+
+    def task_mean(self, x: Tensor) -> Tensor:
+        """Each task's mean of ``x [K, N]`` over its valid steps: ``[K]``."""
+        return (x * self.weights).sum(1)
+
+
 class MAMLTRPO(MetaAgent):
     """MAML with a TRPO outer step; see the module docstring."""
 
@@ -178,27 +237,12 @@ class MAMLTRPO(MetaAgent):
         raise ValueError(f"maml-trpo has no preset {name!r}; presets are {list(cls.PRESET_NAMES)}")
 
     # -- helpers -----------------------------------------------------------------------------
-    def _by_task(self, x: Tensor, num_tasks: int) -> Tensor:
-        """``[T, K*E, ...] -> [K, T, E, ...]`` (task-major columns)."""
-        T, B = x.shape[:2]
-        return x.reshape(T, num_tasks, B // num_tasks, *x.shape[2:]).transpose(0, 1)
-
-    def _distribution(self, params: Params, obs: Tensor, num_tasks: int) -> tuple[Tensor, Tensor]:
-        """Per-task ``(mean, log_std)``, each ``[T, B, act_dim]``."""
-        obs_k = self._by_task(obs, num_tasks)
-        mean, log_std = vmap(lambda p, o: functional_call(self.policy, p, (o,)))(params, obs_k)
-        T = obs.shape[0]
-        return (
-            mean.transpose(0, 1).reshape(T, -1, mean.shape[-1]),
-            log_std.transpose(0, 1).reshape(T, -1, log_std.shape[-1]),
+    def _distribution(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-task ``(mean, log_std)`` of ``obs [K, N, obs_dim]``, each ``[K, N, act_dim]``."""
+        out: tuple[Tensor, Tensor] = vmap(lambda p, o: functional_call(self.policy, p, (o,)))(
+            params, obs
         )
-
-    def _task_mean(self, x: Tensor, valid: Tensor, num_tasks: int) -> Tensor:
-        """Mean of ``x [T, B]`` over each task's valid steps: ``[K]``."""
-        mask = valid.to(x.dtype)
-        total = self._by_task(x * mask, num_tasks).sum(dim=(1, 2))
-        count = self._by_task(mask, num_tasks).sum(dim=(1, 2)).clamp_min(1.0)
-        return total / count
+        return out
 
     def _advantages(self, batch: EpisodeBatch) -> Tensor:
         """REINFORCE advantages ``[T, B]``: returns minus a linear baseline fitted per task."""
@@ -212,22 +256,23 @@ class MAMLTRPO(MetaAgent):
             adv = normalize_advantages(adv, batch.valid, groups=K)
         return adv.to(batch.obs.dtype)
 
+    def _inner_losses(self, params: Params, steps: TaskSteps) -> Tensor:
+        """Every task's REINFORCE loss at its own parameters: ``[K]``."""
+        mean, log_std = self._distribution(params, steps.obs)
+        log_probs = gaussian_log_prob(steps.actions, mean, log_std)
+        return -steps.task_mean(log_probs * steps.advantages)
+
     def _inner_step(
-        self, params: Params, batch: EpisodeBatch, adv: Tensor, lr: float, create_graph: bool
+        self, params: Params, steps: TaskSteps, lr: float, create_graph: bool
     ) -> Params:
         """One policy-gradient step of every task at once."""
-        K = batch.num_tasks
-        mean, log_std = self._distribution(params, batch.obs, K)
-        log_probs = gaussian_log_prob(batch.actions, mean, log_std)
-        losses = -self._task_mean(log_probs * adv, batch.valid, K)
+        losses = self._inner_losses(params, steps)
         grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
         return {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
 
-    def _adapt_all(
-        self, params: Params, batches: list[EpisodeBatch], advs: list[Tensor], create_graph: bool
-    ) -> Params:
-        for batch, adv in zip(batches, advs, strict=True):
-            params = self._inner_step(params, batch, adv, self.config.adapt_lr, create_graph)
+    def _adapt_all(self, params: Params, train: list[TaskSteps], create_graph: bool) -> Params:
+        for steps in train:
+            params = self._inner_step(params, steps, self.config.adapt_lr, create_graph)
         return params
 
     @staticmethod
@@ -250,95 +295,66 @@ class MAMLTRPO(MetaAgent):
     def meta_objective(
         self,
         theta: Params,
-        train_batches: list[EpisodeBatch],
-        train_advs: list[Tensor],
-        valid: EpisodeBatch,
-        valid_adv: Tensor,
+        train: list[TaskSteps],
+        valid: TaskSteps,
         old_dist: tuple[Tensor, Tensor],
         create_graph: bool,
     ) -> tuple[Tensor, Tensor]:
         """The outer TRPO loss and mean KL at meta-parameters ``theta``.
 
-        ``theta`` is adapted on ``train_batches`` (one inner step each); the loss is the
-        negative importance-weighted advantage of the adapted policies on ``valid`` against
-        the sampling policies ``old_dist = (mean, log_std)`` (each ``[T, B, act_dim]``),
+        ``theta`` is adapted on ``train`` (one inner step each); the loss is the negative
+        importance-weighted advantage of the adapted policies on ``valid`` against the sampling
+        policies ``old_dist = (mean, log_std)`` (each ``[K, N, act_dim]``, on ``valid.obs``),
         averaged over each task's valid steps, then over tasks. With ``create_graph`` the
         gradient flows through the inner steps (second order).
         """
-        K = valid.num_tasks
-        params = self._adapt_all(
-            self._theta_as_tasks(theta, K), train_batches, train_advs, create_graph
-        )
-        mean, log_std = self._distribution(params, valid.obs, K)
+        params = self._adapt_all(self._theta_as_tasks(theta, valid.num_tasks), train, create_graph)
+        mean, log_std = self._distribution(params, valid.obs)
         old_mean, old_log_std = old_dist
         ratio = torch.exp(
             gaussian_log_prob(valid.actions, mean, log_std)
             - gaussian_log_prob(valid.actions, old_mean, old_log_std)
         )
-        loss = -self._task_mean(ratio * valid_adv, valid.valid, K).mean()
-        kl = self._task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std), valid.valid, K)
+        loss = -valid.task_mean(ratio * valid.advantages).mean()
+        kl = valid.task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std))
         return loss, kl.mean()
 
-    def _curvature_subsample(
-        self,
-        train_batches: list[EpisodeBatch],
-        train_advs: list[Tensor],
-        valid: EpisodeBatch,
-        valid_adv: Tensor,
-    ) -> tuple[list[EpisodeBatch], list[Tensor], EpisodeBatch, Tensor]:
-        """The first ``hvp_subsample`` of each task's episodes, for the curvature only."""
-        K, E = valid.num_tasks, valid.episodes_per_task
+    def _curvature_steps(self, batches: list[EpisodeBatch], advs: list[Tensor]) -> list[TaskSteps]:
+        """The first ``hvp_subsample`` of each task's episodes of every batch, packed."""
+        E = batches[0].episodes_per_task
         n = max(1, round(self.config.hvp_subsample * E))
         if n == E:
-            return train_batches, train_advs, valid, valid_adv
-        cols = (torch.arange(K).unsqueeze(1) * E + torch.arange(n)).reshape(-1)
-        cols = cols.to(valid.obs.device)
-        return (
-            [b.head(n) for b in train_batches],
-            [a[:, cols] for a in train_advs],
-            valid.head(n),
-            valid_adv[:, cols],
-        )
+            return [TaskSteps.pack(b, a) for b, a in zip(batches, advs, strict=True)]
+        out = []
+        for batch, adv in zip(batches, advs, strict=True):
+            K = batch.num_tasks
+            cols = (torch.arange(K).unsqueeze(1) * E + torch.arange(n)).reshape(-1)
+            out.append(TaskSteps.pack(batch.head(n), adv[:, cols.to(adv.device)]))
+        return out
 
     def _curvature_kl(
-        self,
-        train_batches: list[EpisodeBatch],
-        train_advs: list[Tensor],
-        valid: EpisodeBatch,
-        valid_adv: Tensor,
-        create_graph: bool,
+        self, train: list[TaskSteps], valid: TaskSteps, create_graph: bool
     ) -> Callable[[Params], Tensor]:
-        """``theta -> mean KL`` whose Hessian TRPO uses, on ``hvp_subsample`` of the episodes.
+        """``theta -> mean KL`` whose Hessian TRPO uses, on (a subsample of) the episodes.
 
-        On a subset the adapted policies differ slightly from the sampling ones, so the KL is
-        taken from the subset's own adapted policies at the current ``theta``: it is zero
+        On a subsample the adapted policies differ slightly from the sampling ones, so the KL
+        is taken from the subsample's own adapted policies at the current ``theta``: it is zero
         there with zero gradient, and its Hessian is the curvature of the same trust region.
         """
         K = valid.num_tasks
-        train_batches, train_advs, valid, valid_adv = self._curvature_subsample(
-            train_batches, train_advs, valid, valid_adv
-        )
         with torch.enable_grad():
             theta = {k: v.detach().requires_grad_(True) for k, v in self.policy.params().items()}
-            current = self._adapt_all(
-                self._theta_as_tasks(theta, K), train_batches, train_advs, False
-            )
+            current = self._adapt_all(self._theta_as_tasks(theta, K), train, False)
         with torch.no_grad():
-            old = self._distribution(self._detached(current), valid.obs, K)
+            old = self._distribution(self._detached(current), valid.obs)
 
         def kl(p: Params) -> Tensor:
-            return self.meta_objective(
-                p, train_batches, train_advs, valid, valid_adv, old, create_graph
-            )[1]
+            return self.meta_objective(p, train, valid, old, create_graph)[1]
 
         return kl
 
     def _structured_hvp(
-        self,
-        train: EpisodeBatch,
-        train_adv: Tensor,
-        valid: EpisodeBatch,
-        damping: float,
+        self, train: TaskSteps, valid: TaskSteps, damping: float
     ) -> Callable[[Tensor], Tensor]:
         """``v -> (H + damping I) v`` for one inner step, with ``H = mean_k J_k^T F_k J_k``.
 
@@ -356,18 +372,15 @@ class MAMLTRPO(MetaAgent):
                 k: v.detach().unsqueeze(0).expand(K, *v.shape).clone().requires_grad_(True)
                 for k, v in like.items()
             }
-            mean, log_std = self._distribution(theta, train.obs, K)
-            losses = -self._task_mean(
-                gaussian_log_prob(train.actions, mean, log_std) * train_adv, train.valid, K
-            )
+            losses = self._inner_losses(theta, train)
             inner = torch.autograd.grad(losses.sum(), list(theta.values()), create_graph=True)
             adapted = {
                 k: (p - lr * g).detach().requires_grad_(True)
                 for (k, p), g in zip(theta.items(), inner, strict=True)
             }
-            mean, log_std = self._distribution(adapted, valid.obs, K)
+            mean, log_std = self._distribution(adapted, valid.obs)
             divergence = _gaussian_kl(mean.detach(), log_std.detach(), mean, log_std)
-            kl = self._task_mean(divergence, valid.valid, K).sum()
+            kl = valid.task_mean(divergence).sum()
             kl_grad = torch.autograd.grad(kl, list(adapted.values()), create_graph=True)
 
         def inner_hvp(vectors: list[Tensor]) -> list[Tensor]:
@@ -398,6 +411,7 @@ class MAMLTRPO(MetaAgent):
         # Inner loop: sample, then step, num_adapt_steps times (fresh episodes each step).
         train_batches: list[EpisodeBatch] = []
         train_advs: list[Tensor] = []
+        train: list[TaskSteps] = []
         adapted: Params | None = None
         for _ in range(cfg.num_adapt_steps):
             t0 = time.perf_counter()
@@ -406,23 +420,23 @@ class MAMLTRPO(MetaAgent):
             adv = self._advantages(batch)
             train_batches.append(batch)
             train_advs.append(adv)
+            train.append(TaskSteps.pack(batch, adv))
             start = self._theta_as_tasks(self.policy.params(), K) if adapted is None else adapted
-            adapted = self._detached(self._inner_step(start, batch, adv, cfg.adapt_lr, False))
+            adapted = self._detached(self._inner_step(start, train[-1], cfg.adapt_lr, False))
         assert adapted is not None
         t0 = time.perf_counter()
         valid = self._sample(sampler, tasks, adapted, rng)
         sample_time += time.perf_counter() - t0
         valid_adv = self._advantages(valid)
+        valid_steps = TaskSteps.pack(valid, valid_adv)
         with torch.no_grad():
-            old_mean, old_log_std = self._distribution(adapted, valid.obs, K)
+            old_dist = self._distribution(adapted, valid_steps.obs)
 
         t_opt = time.perf_counter()
         create_graph = not cfg.first_order
 
         def outer(theta: Params, graph: bool) -> tuple[Tensor, Tensor]:
-            return self.meta_objective(
-                theta, train_batches, train_advs, valid, valid_adv, (old_mean, old_log_std), graph
-            )
+            return self.meta_objective(theta, train, valid_steps, old_dist, graph)
 
         theta = self.policy.params()
         loss, _ = outer(theta, create_graph)
@@ -432,16 +446,17 @@ class MAMLTRPO(MetaAgent):
             accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
             metrics["trpo/nonfinite"] = 1.0
         else:
-            if cfg.num_adapt_steps == 1 and not cfg.first_order:
-                sub_train, sub_advs, sub_valid, _ = self._curvature_subsample(
-                    train_batches, train_advs, valid, valid_adv
+            if cfg.hvp_subsample < 1.0:
+                *sub_train, sub_valid = self._curvature_steps(
+                    [*train_batches, valid], [*train_advs, valid_adv]
                 )
-                hvp = self._structured_hvp(sub_train[0], sub_advs[0], sub_valid, cfg.cg_damping)
+            else:
+                sub_train, sub_valid = train, valid_steps
+            if cfg.num_adapt_steps == 1 and not cfg.first_order:
+                hvp = self._structured_hvp(sub_train[0], sub_valid, cfg.cg_damping)
             else:
                 hvp = hessian_vector_product(
-                    self._curvature_kl(train_batches, train_advs, valid, valid_adv, create_graph),
-                    theta,
-                    cfg.cg_damping,
+                    self._curvature_kl(sub_train, sub_valid, create_graph), theta, cfg.cg_damping
                 )
             step_dir = conjugate_gradient(hvp, grad, iters=cfg.cg_iters)
             shs = 0.5 * torch.dot(step_dir, hvp(step_dir))
@@ -528,10 +543,8 @@ class MAMLTRPO(MetaAgent):
                 k: v.to(self.device).detach().requires_grad_(True) for k, v in policy.params.items()
             }
         )
-        adv = self._advantages(episodes)
-        new = self._inner_step(
-            start, episodes, adv, self.config.adapt_lr if lr is None else lr, False
-        )
+        steps = TaskSteps.pack(episodes, self._advantages(episodes))
+        new = self._inner_step(start, steps, self.config.adapt_lr if lr is None else lr, False)
         return AdaptedPolicy(params=self._detached(new), num_tasks=policy.num_tasks)
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig
+from metarl.agents.maml_trpo import TaskSteps
 from metarl.policies import gaussian_log_prob
 from metarl.sampling.batch import EpisodeBatch
 
@@ -100,27 +103,72 @@ def reference_outer_loss(
     return torch.stack(losses).mean()
 
 
+@dataclass
+class Setup:
+    agent: MAMLTRPO
+    train: EpisodeBatch
+    train_adv: torch.Tensor
+    valid: EpisodeBatch
+    valid_adv: torch.Tensor
+    steps: TaskSteps
+    valid_steps: TaskSteps
+    old: tuple[torch.Tensor, torch.Tensor]
+    """The sampling (adapted) policies on ``valid_steps.obs``, ``[K, N, act_dim]``."""
+    old_time_major: tuple[torch.Tensor, torch.Tensor]
+    """The same distributions in the sampler's ``[T, B, act_dim]`` layout."""
+
+
 @pytest.fixture()
-def setup() -> tuple:
+def setup() -> Setup:
     agent = make_agent()
     train, valid = make_batch(1), make_batch(2)
     train_adv, valid_adv = agent._advantages(train), agent._advantages(valid)
+    steps, valid_steps = TaskSteps.pack(train, train_adv), TaskSteps.pack(valid, valid_adv)
     theta = agent.policy.params()
-    adapted = agent._inner_step(
-        agent._theta_as_tasks(theta, K), train, train_adv, agent.config.adapt_lr, False
+    adapted = agent._detached(
+        agent._inner_step(agent._theta_as_tasks(theta, K), steps, agent.config.adapt_lr, False)
     )
     with torch.no_grad():
-        old = agent._distribution({k: v.detach() for k, v in adapted.items()}, valid.obs, K)
-    return agent, train, train_adv, valid, valid_adv, old
+        old = agent._distribution(adapted, valid_steps.obs)
+        per_task = [
+            agent.policy.functional(
+                valid.obs[:, task_columns(k)], {n: v[k] for n, v in adapted.items()}
+            )
+            for k in range(K)
+        ]
+        old_time_major = (
+            torch.cat([m for m, _ in per_task], dim=1),
+            torch.cat([s for _, s in per_task], dim=1),
+        )
+    return Setup(agent, train, train_adv, valid, valid_adv, steps, valid_steps, old, old_time_major)
 
 
-def test_inner_step_equals_per_task_autograd(setup: tuple) -> None:
-    agent, train, train_adv, *_ = setup
+def test_packing_keeps_each_tasks_valid_steps_in_order(setup: Setup) -> None:
+    valid, adv, packed = setup.valid, setup.valid_adv, setup.valid_steps
+    counts = valid.valid.reshape(T, K, E).sum(dim=(0, 2))
+    # Padding is dropped: N is the most valid steps of any task.
+    assert packed.obs.shape == (K, int(counts.max()), OBS_DIM)
+    for k in range(K):
+        cols = task_columns(k)
+        mask = valid.valid[:, cols].T.reshape(-1)  # episode-major, as packed
+        n = int(counts[k])
+        torch.testing.assert_close(
+            packed.obs[k, :n], valid.obs[:, cols].transpose(0, 1).reshape(-1, OBS_DIM)[mask]
+        )
+        torch.testing.assert_close(packed.advantages[k, :n], adv[:, cols].T.reshape(-1)[mask])
+        assert torch.all(packed.weights[k, n:] == 0)
+        # task_mean is the mean over the task's valid steps.
+        expected = adv[:, cols][valid.valid[:, cols]].mean()
+        torch.testing.assert_close(packed.task_mean(packed.advantages)[k], expected)
+
+
+def test_inner_step_equals_per_task_autograd(setup: Setup) -> None:
+    agent = setup.agent
     theta = agent.policy.params()
     batched = agent._inner_step(
-        agent._theta_as_tasks(theta, K), train, train_adv, agent.config.adapt_lr, False
+        agent._theta_as_tasks(theta, K), setup.steps, agent.config.adapt_lr, False
     )
-    reference = reference_inner_step(agent, theta, train, train_adv, False)
+    reference = reference_inner_step(agent, theta, setup.train, setup.train_adv, False)
     for k in range(K):
         for name in theta:
             torch.testing.assert_close(batched[name][k], reference[k][name], rtol=1e-10, atol=1e-12)
@@ -128,22 +176,37 @@ def test_inner_step_equals_per_task_autograd(setup: tuple) -> None:
     assert not torch.allclose(batched["mean_net.0.weight"][0], batched["mean_net.0.weight"][1])
 
 
-def test_objective_at_sampling_policy_has_zero_kl(setup: tuple) -> None:
-    agent, train, train_adv, valid, valid_adv, old = setup
+def test_objective_at_sampling_policy_has_zero_kl(setup: Setup) -> None:
+    agent, valid, valid_adv = setup.agent, setup.valid, setup.valid_adv
     theta = agent.policy.params()
-    loss, kl = agent.meta_objective(theta, [train], [train_adv], valid, valid_adv, old, True)
+    loss, kl = agent.meta_objective(theta, [setup.steps], setup.valid_steps, setup.old, True)
     assert kl.item() == pytest.approx(0.0, abs=1e-12)
     # ratio == 1: the loss is minus the mean advantage of each task, averaged over tasks.
-    expected = -agent._task_mean(valid_adv, valid.valid, K).mean()
+    expected = -torch.stack(
+        [valid_adv[:, task_columns(k)][valid.valid[:, task_columns(k)]].mean() for k in range(K)]
+    ).mean()
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_second_order_meta_gradient_matches_autograd_and_finite_differences(setup: tuple) -> None:
-    agent, train, train_adv, valid, valid_adv, old = setup
+def objective(s: Setup, theta: dict, create_graph: bool) -> torch.Tensor:
+    return s.agent.meta_objective(theta, [s.steps], s.valid_steps, s.old, create_graph)[0]
+
+
+def test_second_order_meta_gradient_matches_autograd_and_finite_differences(setup: Setup) -> None:
+    agent = setup.agent
     theta = agent.policy.params()
-    loss, _ = agent.meta_objective(theta, [train], [train_adv], valid, valid_adv, old, True)
+    loss = objective(setup, theta, True)
     grad = torch.autograd.grad(loss, list(theta.values()))
-    ref_loss = reference_outer_loss(agent, theta, train, train_adv, valid, valid_adv, old, True)
+    ref_loss = reference_outer_loss(
+        agent,
+        theta,
+        setup.train,
+        setup.train_adv,
+        setup.valid,
+        setup.valid_adv,
+        setup.old_time_major,
+        True,
+    )
     ref_grad = torch.autograd.grad(ref_loss, list(theta.values()))
     for g, r in zip(grad, ref_grad, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)
@@ -163,19 +226,19 @@ def test_second_order_meta_gradient_matches_autograd_and_finite_differences(setu
             n: (p - eps * c.view_as(p)).detach().requires_grad_(True)
             for (n, p), c in zip(theta.items(), chunks, strict=True)
         }
-        f_plus, _ = agent.meta_objective(plus, [train], [train_adv], valid, valid_adv, old, True)
-        f_minus, _ = agent.meta_objective(minus, [train], [train_adv], valid, valid_adv, old, True)
-        fd = (f_plus.item() - f_minus.item()) / (2 * eps)
+        fd = (objective(setup, plus, True).item() - objective(setup, minus, True).item()) / (
+            2 * eps
+        )
         assert float(flat @ direction) == pytest.approx(fd, rel=1e-5, abs=1e-8)
 
 
-def test_first_order_gradient_is_gradient_at_adapted_parameters(setup: tuple) -> None:
-    agent, train, train_adv, valid, valid_adv, old = setup
+def test_first_order_gradient_is_gradient_at_adapted_parameters(setup: Setup) -> None:
+    agent, valid, valid_adv = setup.agent, setup.valid, setup.valid_adv
+    old = setup.old_time_major
     theta = agent.policy.params()
-    loss, _ = agent.meta_objective(theta, [train], [train_adv], valid, valid_adv, old, False)
-    first_order = torch.autograd.grad(loss, list(theta.values()))
+    first_order = torch.autograd.grad(objective(setup, theta, False), list(theta.values()))
     # Reference: d loss / d theta_k evaluated at the (constant) adapted parameters, summed over k.
-    adapted = reference_inner_step(agent, theta, train, train_adv, False)
+    adapted = reference_inner_step(agent, theta, setup.train, setup.train_adv, False)
     leaves = [{n: v.detach().requires_grad_(True) for n, v in a.items()} for a in adapted]
     losses = []
     for k in range(K):
@@ -192,8 +255,7 @@ def test_first_order_gradient_is_gradient_at_adapted_parameters(setup: tuple) ->
     for i, g in enumerate(first_order):
         torch.testing.assert_close(g, sum(pt[i] for pt in per_task), rtol=1e-10, atol=1e-12)
     # And it differs from the second-order gradient (the inner Hessian term is real).
-    loss2, _ = agent.meta_objective(theta, [train], [train_adv], valid, valid_adv, old, True)
-    second = torch.autograd.grad(loss2, list(theta.values()))
+    second = torch.autograd.grad(objective(setup, theta, True), list(theta.values()))
     pairs = zip(first_order, second, strict=True)
     assert any(not torch.allclose(a, b, atol=1e-8) for a, b in pairs)
 
@@ -210,18 +272,23 @@ def test_config_rejects_impossible_values() -> None:
             MAMLTRPOConfig(**bad)  # type: ignore[arg-type]
 
 
-def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: tuple) -> None:
-    agent, train, train_adv, valid, valid_adv, old = setup
+def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> None:
+    agent = setup.agent
     theta = agent.policy.params()
-    full = agent._curvature_kl([train], [train_adv], valid, valid_adv, True)
+    full = agent._curvature_kl([setup.steps], setup.valid_steps, True)
     # With every episode, the curvature KL is the training KL itself.
     assert full(theta).item() == pytest.approx(
-        agent.meta_objective(theta, [train], [train_adv], valid, valid_adv, old, True)[1].item(),
+        agent.meta_objective(theta, [setup.steps], setup.valid_steps, setup.old, True)[1].item(),
         abs=1e-12,
     )
     sub_agent = make_agent(hvp_subsample=0.5)
     sub_agent.policy.load_state_dict(agent.policy.state_dict())
-    sub = sub_agent._curvature_kl([train], [train_adv], valid, valid_adv, True)
+    sub_train, sub_valid = sub_agent._curvature_steps(
+        [setup.train, setup.valid], [setup.train_adv, setup.valid_adv]
+    )
+    # Half of each task's 2 episodes: one episode, so fewer steps than the full packing.
+    assert sub_valid.obs.shape[1] < setup.valid_steps.obs.shape[1]
+    sub = sub_agent._curvature_kl([sub_train], sub_valid, True)
     theta = sub_agent.policy.params()
     value = sub(theta)
     assert value.item() == pytest.approx(0.0, abs=1e-12)
@@ -245,15 +312,11 @@ def test_structured_curvature_equals_the_double_backward_hessian(subsample: floa
     agent = make_agent(hvp_subsample=subsample)
     train, valid = make_batch(1), make_batch(2)
     train_adv, valid_adv = agent._advantages(train), agent._advantages(valid)
+    sub_train, sub_valid = agent._curvature_steps([train, valid], [train_adv, valid_adv])
     reference = hessian_vector_product(
-        agent._curvature_kl([train], [train_adv], valid, valid_adv, True),
-        agent.policy.params(),
-        0.1,
+        agent._curvature_kl([sub_train], sub_valid, True), agent.policy.params(), 0.1
     )
-    sub_train, sub_advs, sub_valid, _ = agent._curvature_subsample(
-        [train], [train_adv], valid, valid_adv
-    )
-    structured = agent._structured_hvp(sub_train[0], sub_advs[0], sub_valid, 0.1)
+    structured = agent._structured_hvp(sub_train, sub_valid, 0.1)
     n = sum(p.numel() for p in agent.policy.params().values())
     gen = torch.Generator().manual_seed(4)
     for _ in range(3):
