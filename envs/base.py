@@ -438,7 +438,8 @@ class MujocoTaskFamily(TaskFamily):
 
     Class attributes:
         xml_file: Gymnasium asset name (``half_cheetah.xml``).
-        frame_skip: MuJoCo substeps per env step (Gymnasium v5's value).
+        frame_skip: MuJoCo substeps per env step (Gymnasium v5's value); a variant may set
+            its own with the option ``"frame_skip"`` (the simulation rate of another anchor).
         gather: ``MjData`` fields copied into the batch state.
         before_fields: fields kept from before each step (for velocities).
         needs_contact_forces: call ``mj_rnePostConstraint`` after each step, as Gymnasium does,
@@ -449,7 +450,7 @@ class MujocoTaskFamily(TaskFamily):
     """
 
     xml_file: ClassVar[str]
-    frame_skip: ClassVar[int]
+    frame_skip: int
     gather: ClassVar[tuple[str, ...]] = ("qpos", "qvel")
     before_fields: ClassVar[tuple[str, ...]] = ("qpos",)
     needs_contact_forces: ClassVar[bool] = False
@@ -458,6 +459,9 @@ class MujocoTaskFamily(TaskFamily):
 
     def __init__(self, variant: str | None = None, horizon: int | None = None) -> None:
         super().__init__(variant=variant, horizon=horizon)
+        options = self.variants[self.variant].options
+        if "frame_skip" in options:
+            self.frame_skip = int(options["frame_skip"])
         self.model = load_gymnasium_model(self.xml_file)
         data = mujoco.MjData(self.model)
         self.init_qpos = data.qpos.ravel().copy()

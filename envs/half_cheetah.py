@@ -15,6 +15,19 @@ __all__ = ["HalfCheetahDir", "HalfCheetahVel"]
 
 CTRL_COST_WEIGHT = 0.05  # 0.5 * 1e-1 in the MAML reference code
 
+MAML_100HZ_NOTE = """The ``maml-100hz`` variants step the cheetah once per action (dt = 0.01 s).
+
+The MAML paper's numbers come from rllab, whose ``MujocoEnv`` takes one MuJoCo step per action
+for this model (its XML sets no ``frame_skip``), while Gymnasium's v5 env takes five
+(dt = 0.05 s). An episode of H = 200 actions is then 2 s of motion instead of 10 s, and the
+policy's exploration noise is drawn five times as often, which averages it out: the learning
+problem differs, and the paper's returns are comparable only at this rate. Everything else is
+the ``maml`` variant's (Gymnasium's model, observation and reset noise; rllab also appends the
+robot's centre of mass to the observation, perturbs qpos with N(0, 0.01) and rewards the
+centre of mass's velocity rather than the root's)."""
+
+MAML_100HZ_SOURCE = "Finn et al. 2017 at rllab's rate (one MuJoCo step per action): cbfinn/maml_rl"
+
 
 class HalfCheetahVel(GoalVelocityTasks, HalfCheetahRobot):
     """Run at a goal forward velocity ``v*``.
@@ -28,6 +41,8 @@ class HalfCheetahVel(GoalVelocityTasks, HalfCheetahRobot):
         ``pearl``: ``v* ~ U[0, 3]``, H = 200 (PEARL, ProMP, VariBAD); adds the task split
         ``"pearl"``: PEARL's 130 velocities from ``np.random.seed(1337)``, first 100 train,
         last 30 test.
+        ``maml-100hz``: ``maml`` at the MAML paper's simulation rate (see
+        :data:`MAML_100HZ_NOTE`).
     """
 
     name: ClassVar[str] = "HalfCheetahVel"
@@ -42,6 +57,11 @@ class HalfCheetahVel(GoalVelocityTasks, HalfCheetahRobot):
             horizon=200,
             source="Rakelly et al. 2019 (PEARL) rlkit/envs/half_cheetah_vel.py; ProMP; VariBAD",
             options={"max_velocity": 3.0},
+        ),
+        "maml-100hz": Variant(
+            horizon=200,
+            source=MAML_100HZ_SOURCE + " half_cheetah_env_rand.py",
+            options={"max_velocity": 2.0, "frame_skip": 1},
         ),
     }
 
@@ -91,6 +111,8 @@ class HalfCheetahDir(HalfCheetahRobot):
 
     Variants:
         ``maml``: H = 200 (Finn et al. 2017; PEARL's cheetah-dir has the same reward).
+        ``maml-100hz``: ``maml`` at the MAML paper's simulation rate (see
+        :data:`MAML_100HZ_NOTE`).
     """
 
     name: ClassVar[str] = "HalfCheetahDir"
@@ -100,6 +122,11 @@ class HalfCheetahDir(HalfCheetahRobot):
             horizon=200,
             source="Finn et al. 2017 (MAML) Sec. 5.3 and cbfinn/maml_rl "
             "half_cheetah_env_rand_direc.py",
+        ),
+        "maml-100hz": Variant(
+            horizon=200,
+            source=MAML_100HZ_SOURCE + " half_cheetah_env_rand_direc.py",
+            options={"frame_skip": 1},
         ),
     }
 

@@ -21,7 +21,7 @@ class HalfCheetahRobot(MujocoTaskFamily):
     """Gymnasium's ``HalfCheetah-v5`` robot: 17-d observation, 6 actuators in [-1, 1]."""
 
     xml_file: ClassVar[str] = "half_cheetah.xml"
-    frame_skip: ClassVar[int] = 5
+    frame_skip: int = 5
     camera_distance: ClassVar[float] = 4.0
     reset_noise_scale: ClassVar[float] = 0.1
 
@@ -46,7 +46,7 @@ class _PlanarLeggedRobot(MujocoTaskFamily):
     velocities to [-10, 10], as v5 does.
     """
 
-    frame_skip: ClassVar[int] = 4
+    frame_skip: int = 4
     camera_distance: ClassVar[float] = 4.0
     reset_noise_scale: ClassVar[float] = 5e-3
     healthy_z_range: ClassVar[tuple[float, float]]
@@ -120,7 +120,7 @@ class AntRobot(MujocoTaskFamily):
     """
 
     xml_file: ClassVar[str] = "ant.xml"
-    frame_skip: ClassVar[int] = 5
+    frame_skip: int = 5
     gather: ClassVar[tuple[str, ...]] = ("qpos", "qvel", "cfrc_ext")
     needs_contact_forces: ClassVar[bool] = True
     camera_distance: ClassVar[float] = 4.0
@@ -180,7 +180,7 @@ class HumanoidRobot(MujocoTaskFamily):
     """
 
     xml_file: ClassVar[str] = "humanoid.xml"
-    frame_skip: ClassVar[int] = 5
+    frame_skip: int = 5
     gather: ClassVar[tuple[str, ...]] = (
         "qpos",
         "qvel",

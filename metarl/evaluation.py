@@ -445,14 +445,16 @@ class PublishedCurve:
 
 
 PUBLISHED_MAML_TRPO: dict[str, PublishedCurve] = {
-    "HalfCheetahVel": PublishedCurve((-129.5, -78.6, -66.6, -60.8), "maml", 200, 20),
-    "HalfCheetahDir": PublishedCurve((-50.7, 293.2, 313.5, 315.7), "maml", 200, 20),
+    # The paper's cheetah ran at rllab's rate, one MuJoCo step per action: the maml-100hz
+    # variant (Gymnasium's v5 cheetah takes five).
+    "HalfCheetahVel": PublishedCurve((-129.5, -78.6, -66.6, -60.8), "maml-100hz", 200, 20),
+    "HalfCheetahDir": PublishedCurve((-50.7, 293.2, 313.5, 315.7), "maml-100hz", 200, 20),
     "AntVel": PublishedCurve((30.6, 96.7, 100.1, 101.4), "maml", 200, 20),
     "AntDir": PublishedCurve((8.7, 499.1, 500.7, 499.1), "maml", 200, 40),
     "Point2DNav": PublishedCurve((-40.4, -11.7, -3.3, -3.2), "maml", 100, 20),
 }
 """MAML-TRPO's mean return over 40 test tasks after 0..3 steps (REFERENCE.md). Returns are
-comparable only under the same horizon, task range and action scaling."""
+comparable only under the same horizon, task range, action scaling and simulation rate."""
 
 
 def published_reference(

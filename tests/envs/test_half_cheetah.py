@@ -185,3 +185,34 @@ def test_dir_tasks_are_plus_or_minus_one_with_equal_odds() -> None:
     assert family.default_task()["direction"] == 1.0
     with pytest.raises(ValueError, match=r"direction must be one of \{-1, 1\}"):
         family.validate_task({"direction": 0.5})
+
+
+@pytest.mark.parametrize("name", ["HalfCheetahVel", "HalfCheetahDir"])
+def test_100hz_variant_takes_one_mujoco_step_per_action(name: str) -> None:
+    """``maml-100hz``: rllab's rate. The same start and controls in a bare MuJoCo loop with one
+    ``mj_step`` per action give the same states, and the reward's velocity is over 0.01 s."""
+    import mujoco
+
+    env = make(name, variant="maml-100hz")
+    assert env.dt == pytest.approx(0.01, rel=1e-15)
+    env.reset(seed=3)
+    task = env.sample_tasks(1)[0] if name == "HalfCheetahVel" else Task({"direction": -1.0})
+    env.set_task(task)
+    data = env._batch.datas[0]  # type: ignore[attr-defined]
+    model = env._batch.models[0]  # type: ignore[attr-defined]
+    bare = mujoco.MjData(model)
+    bare.qpos[:], bare.qvel[:] = data.qpos, data.qvel
+    mujoco.mj_forward(model, bare)
+    for action in actions(50, seed=1):
+        x_before = float(bare.qpos[0])
+        bare.ctrl[:] = action
+        mujoco.mj_step(model, bare)
+        obs, reward, _, _, info = env.step(action)
+        np.testing.assert_array_equal(obs, np.concatenate([bare.qpos[1:], bare.qvel]))
+        v_x = (float(bare.qpos[0]) - x_before) / 0.01
+        forward = -abs(v_x - task["velocity"]) if name == "HalfCheetahVel" else -v_x
+        ctrl = -CTRL * float(np.sum(np.square(action.astype(np.float64))))
+        assert reward == pytest.approx(forward + ctrl, rel=1e-9, abs=1e-9)
+        assert info["x_velocity"] == pytest.approx(v_x, rel=1e-12)
+    # The default variant keeps Gymnasium's rate.
+    assert make(name).dt == pytest.approx(DT, rel=1e-15)

@@ -108,6 +108,10 @@ def test_published_reference_only_where_the_setting_matches() -> None:
     assert published_reference("Point2DNav", "maml", HORIZON, paper) is None  # horizon
     assert published_reference("Point2DNav", "maml", 100, make_protocol("quick", "x")) is None
     assert published_reference("HalfCheetahVel", "pearl", 200, paper) is None  # task range
+    # The paper's cheetah took one MuJoCo step per action (rllab), Gymnasium's v5 takes five.
+    assert published_reference("HalfCheetahDir", "maml", 200, paper) is None
+    cheetah = published_reference("HalfCheetahDir", "maml-100hz", 200, paper)
+    assert cheetah is not None and cheetah.returns[1] == 293.2
     assert published_reference("HumanoidDir", "pearl", 200, paper) is None  # no table
     ant = published_reference("AntDir", "maml", 200, make_protocol("paper", "AntDir"))
     assert ant is not None and ant.episodes_per_step == 40
