@@ -30,6 +30,7 @@ from torch.func import functional_call, vmap
 from metarl.advantages import discounted_returns, gae, normalize_advantages
 from metarl.agent import AdaptedPolicy, MetaAgent
 from metarl.baselines import LinearFeatureBaseline
+from metarl.curvature import FisherProduct, PolicyGradientCurvature
 from metarl.optim import (
     backtracking_line_search,
     conjugate_gradient,
@@ -363,38 +364,30 @@ class MAMLTRPO(MetaAgent):
         gradient in the adapted parameters is zero and its Hessian in ``theta`` is exactly
         ``J^T F J``: ``J_k = I - adapt_lr * (Hessian of task k's inner loss)`` and ``F_k`` the
         Fisher matrix of the adapted policy. Each product is two inner Hessian-vector products
-        and one Fisher-vector product, instead of a backward pass through the whole
+        and one Fisher-vector product, written out layer by layer (:mod:`metarl.curvature`)
+        over forward passes cached once, instead of a backward pass through the whole
         second-order graph.
         """
         K, lr = valid.num_tasks, self.config.adapt_lr
         like = self.policy.params()
-        with torch.enable_grad():
-            theta = {
-                k: v.detach().unsqueeze(0).expand(K, *v.shape).clone().requires_grad_(True)
-                for k, v in like.items()
-            }
-            losses = self._inner_losses(theta, train)
-            inner = torch.autograd.grad(losses.sum(), list(theta.values()), create_graph=True)
-            adapted = {
-                k: (p - lr * g).detach().requires_grad_(True)
-                for (k, p), g in zip(theta.items(), inner, strict=True)
-            }
-            mean, log_std = self._distribution(adapted, valid.obs)
-            divergence = _gaussian_kl(mean.detach(), log_std.detach(), mean, log_std)
-            kl = valid.task_mean(divergence).sum()
-            kl_grad = torch.autograd.grad(kl, list(adapted.values()), create_graph=True)
-
-        def inner_hvp(vectors: list[Tensor]) -> list[Tensor]:
-            return list(
-                torch.autograd.grad(inner, list(theta.values()), vectors, retain_graph=True)
-            )
+        theta = {k: v.detach().unsqueeze(0).expand(K, *v.shape) for k, v in like.items()}
+        inner = PolicyGradientCurvature(
+            self.policy, theta, train.obs, train.actions, train.advantages, train.weights
+        )
+        gradient = inner.gradient()
+        adapted = {k: theta[k] - lr * gradient[k] for k in theta}
+        fisher = FisherProduct(self.policy, adapted, valid.obs, valid.weights)
 
         def hvp(v: Tensor) -> Tensor:
-            parts = [p.unsqueeze(0).expand(K, *p.shape) for p in unflatten_params(v, like).values()]
-            u = [a - lr * b for a, b in zip(parts, inner_hvp(parts), strict=True)]
-            fu = list(torch.autograd.grad(kl_grad, list(adapted.values()), u, retain_graph=True))
-            out = [a - lr * b for a, b in zip(fu, inner_hvp(fu), strict=True)]
-            return flatten_params([o.sum(0) / K for o in out]).detach() + damping * v
+            parts = {
+                k: p.unsqueeze(0).expand(K, *p.shape) for k, p in unflatten_params(v, like).items()
+            }
+            inner_v = inner.hvp(parts)
+            u = {k: parts[k] - lr * inner_v[k] for k in parts}
+            fu = fisher.fvp(u)
+            inner_fu = inner.hvp(fu)
+            out = [(fu[k] - lr * inner_fu[k]).sum(0) / K for k in like]
+            return flatten_params(out) + damping * v
 
         return hvp
 

@@ -1,0 +1,102 @@
+"""The written-out curvature products against autograd's double backward, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call, vmap
+
+from metarl.curvature import FisherProduct, PolicyGradientCurvature
+from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
+
+K, N, OBS, ACT = 3, 7, 4, 2
+
+
+def per_task_params(policy: GaussianMLPPolicy, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        name: (p.detach().unsqueeze(0) + 0.3 * torch.randn(K, *p.shape, generator=g, dtype=p.dtype))
+        .clone()
+        .requires_grad_(True)
+        for name, p in policy.named_parameters()
+    }
+
+
+def data(seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(K, N, OBS, generator=g, dtype=torch.float64)
+    actions = torch.randn(K, N, ACT, generator=g, dtype=torch.float64)
+    advantages = torch.randn(K, N, generator=g, dtype=torch.float64)
+    valid = torch.ones(K, N, dtype=torch.float64)
+    valid[1, 5:] = 0.0  # a task with padding
+    weights = valid / valid.sum(1, keepdim=True)
+    return obs, actions, advantages, weights
+
+
+def distribution(policy: GaussianMLPPolicy, params: dict, obs: torch.Tensor) -> tuple:
+    out: tuple = vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
+    return out
+
+
+def directions(params: dict, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in params.items()}
+
+
+ARCHITECTURES = [("tanh", (5,)), ("tanh", (5, 4)), ("relu", (6, 5)), ("elu", (5, 4))]
+
+
+@pytest.mark.parametrize(("activation", "hidden"), ARCHITECTURES)
+def test_policy_gradient_gradient_and_hessian_match_autograd(
+    activation: str, hidden: tuple[int, ...]
+) -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(OBS, ACT, hidden, activation, init_std=0.7).double()
+    params = per_task_params(policy, 1)
+    obs, actions, advantages, weights = data(2)
+    mean, log_std = distribution(policy, params, obs)
+    losses = -(weights * advantages * gaussian_log_prob(actions, mean, log_std)).sum(1)
+    grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=True)
+
+    curvature = PolicyGradientCurvature(policy, params, obs, actions, advantages, weights)
+    ours = curvature.gradient()
+    for name, g in zip(params, grads, strict=True):
+        torch.testing.assert_close(ours[name], g, rtol=1e-10, atol=1e-12)
+    for seed in (3, 4):
+        v = directions(params, seed)
+        expected = torch.autograd.grad(
+            grads, list(params.values()), list(v.values()), retain_graph=True
+        )
+        got = curvature.hvp(v)
+        for name, e in zip(params, expected, strict=True):
+            torch.testing.assert_close(got[name], e, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize(("activation", "hidden"), ARCHITECTURES)
+def test_fisher_product_is_the_kl_hessian(activation: str, hidden: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(OBS, ACT, hidden, activation, init_std=1.3).double()
+    params = per_task_params(policy, 5)
+    obs, _, _, weights = data(6)
+    mean, log_std = distribution(policy, params, obs)
+    var_ratio = torch.exp(2.0 * (log_std.detach() - log_std))
+    mean_term = ((mean.detach() - mean) * torch.exp(-log_std)).pow(2)
+    kl = (0.5 * (var_ratio + mean_term - 1.0) - (log_std.detach() - log_std)).sum(-1)
+    grads = torch.autograd.grad((weights * kl).sum(), list(params.values()), create_graph=True)
+    fisher = FisherProduct(policy, params, obs, weights)
+    for seed in (7, 8):
+        v = directions(params, seed)
+        expected = torch.autograd.grad(
+            grads, list(params.values()), list(v.values()), retain_graph=True
+        )
+        got = fisher.fvp(v)
+        for name, e in zip(params, expected, strict=True):
+            torch.testing.assert_close(got[name], e, rtol=1e-9, atol=1e-11)
+
+
+def test_unknown_activation_is_refused() -> None:
+    policy = GaussianMLPPolicy(OBS, ACT, (3,), "tanh").double()
+    policy.activation = "softsign"
+    params = per_task_params(policy, 0)
+    with pytest.raises(ValueError, match="softsign"):
+        FisherProduct(policy, params, *data(0)[:1], data(0)[3])
