@@ -74,7 +74,9 @@ class MAMLTRPOConfig:
     hvp_subsample: float = 1.0
     """Fraction of each task's episodes used for the KL Hessian-vector products. Only the
     curvature is estimated from the subset: the gradient and the line search's loss and KL use
-    every episode, so the trust region still holds exactly."""
+    every episode, so the trust region still holds exactly. The subset's curvature
+    overestimates the KL, so the step's length is then fitted to the trust region by its
+    measured KL (one more loss evaluation)."""
     ls_max_steps: int = 15
     """Line-search tries."""
     ls_backtrack_ratio: float = 0.8
