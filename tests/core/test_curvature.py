@@ -46,6 +46,18 @@ def directions(params: dict, seed: int) -> dict[str, torch.Tensor]:
 ARCHITECTURES = [("tanh", (5,)), ("tanh", (5, 4)), ("relu", (6, 5)), ("elu", (5, 4))]
 
 
+def assert_products_match(product, grads: tuple, params: dict, seeds: tuple[int, ...]) -> None:
+    """``product(v)`` equals the double backward of ``grads`` (a differentiable gradient)."""
+    for seed in seeds:
+        v = directions(params, seed)
+        expected = torch.autograd.grad(
+            grads, list(params.values()), list(v.values()), retain_graph=True
+        )
+        got = product(v)
+        for name, e in zip(params, expected, strict=True):
+            torch.testing.assert_close(got[name], e, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize(("activation", "hidden"), ARCHITECTURES)
 def test_policy_gradient_gradient_and_hessian_match_autograd(
     activation: str, hidden: tuple[int, ...]
@@ -62,14 +74,7 @@ def test_policy_gradient_gradient_and_hessian_match_autograd(
     ours = curvature.gradient()
     for name, g in zip(params, grads, strict=True):
         torch.testing.assert_close(ours[name], g, rtol=1e-10, atol=1e-12)
-    for seed in (3, 4):
-        v = directions(params, seed)
-        expected = torch.autograd.grad(
-            grads, list(params.values()), list(v.values()), retain_graph=True
-        )
-        got = curvature.hvp(v)
-        for name, e in zip(params, expected, strict=True):
-            torch.testing.assert_close(got[name], e, rtol=1e-9, atol=1e-11)
+    assert_products_match(curvature.hvp, grads, params, seeds=(3, 4))
 
 
 @pytest.mark.parametrize(("activation", "hidden"), ARCHITECTURES)
@@ -84,14 +89,7 @@ def test_fisher_product_is_the_kl_hessian(activation: str, hidden: tuple[int, ..
     kl = (0.5 * (var_ratio + mean_term - 1.0) - (log_std.detach() - log_std)).sum(-1)
     grads = torch.autograd.grad((weights * kl).sum(), list(params.values()), create_graph=True)
     fisher = FisherProduct(policy, params, obs, weights)
-    for seed in (7, 8):
-        v = directions(params, seed)
-        expected = torch.autograd.grad(
-            grads, list(params.values()), list(v.values()), retain_graph=True
-        )
-        got = fisher.fvp(v)
-        for name, e in zip(params, expected, strict=True):
-            torch.testing.assert_close(got[name], e, rtol=1e-9, atol=1e-11)
+    assert_products_match(fisher.fvp, grads, params, seeds=(7, 8))
 
 
 def test_unknown_activation_is_refused() -> None:
