@@ -15,7 +15,6 @@ that keeps ``KL <= max_kl``.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -74,9 +73,7 @@ class MAMLTRPOConfig:
     hvp_subsample: float = 1.0
     """Fraction of each task's episodes used for the KL Hessian-vector products. Only the
     curvature is estimated from the subset: the gradient and the line search's loss and KL use
-    every episode, so the trust region still holds exactly. The subset's curvature
-    overestimates the KL, so the step's length is then fitted to the trust region by its
-    measured KL (one more loss evaluation)."""
+    every episode, so the trust region still holds exactly."""
     ls_max_steps: int = 15
     """Line-search tries."""
     ls_backtrack_ratio: float = 0.8
@@ -393,33 +390,6 @@ class MAMLTRPO(MetaAgent):
 
         return hvp
 
-    def _fit_to_trust_region(
-        self,
-        theta: Params,
-        full_step: Tensor,
-        outer: Callable[[Params, bool], tuple[Tensor, Tensor]],
-    ) -> Tensor:
-        """``full_step`` rescaled so that its measured KL is ``max_kl`` (at most 2x longer).
-
-        With ``hvp_subsample < 1`` the step's length comes from a curvature estimate that is
-        biased upwards: noise in a subsample's inner Hessian enters ``J^T F J`` squared. The
-        quadratic model's step then stops short of the trust region (measured at
-        HalfCheetahDir's paper size: KL 0.005-0.008 per step for ``max_kl`` 0.01, against 0.0098
-        with the exact curvature). One evaluation of the true KL at the step corrects its
-        length, the KL being quadratic in the step length near ``theta``; the line search then
-        checks and backtracks from there as usual.
-        """
-        candidate = {
-            k: (v + d).detach().requires_grad_(v.requires_grad)
-            for (k, v), d in zip(
-                theta.items(), unflatten_params(full_step, theta).values(), strict=True
-            )
-        }
-        kl = float(outer(candidate, False)[1].detach())
-        if not (math.isfinite(kl) and kl > 0):
-            return full_step
-        return full_step * min(math.sqrt(self.config.max_kl / kl), 2.0)
-
     # -- meta-training -----------------------------------------------------------------------
     def train_step(
         self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
@@ -485,8 +455,6 @@ class MAMLTRPO(MetaAgent):
             shs = 0.5 * torch.dot(step_dir, hvp(step_dir))
             lagrange = torch.sqrt(shs.clamp_min(1e-16) / cfg.max_kl)
             full_step = -step_dir / lagrange
-            if cfg.hvp_subsample < 1.0:
-                full_step = self._fit_to_trust_region(theta, full_step, outer)
             # The line search asks for the loss, then the KL, of each candidate: one pass
             # computes both, so the KL is kept for the question that follows.
             last_kl: dict[int, Tensor] = {}

@@ -322,33 +322,3 @@ def test_structured_curvature_equals_the_double_backward_hessian(subsample: floa
     for _ in range(3):
         v = torch.randn(n, generator=gen, dtype=torch.float64)
         torch.testing.assert_close(structured(v), reference(v), rtol=1e-9, atol=1e-11)
-
-
-def test_a_subsampled_steps_length_is_fitted_to_the_trust_region(setup: Setup) -> None:
-    """The subsample's curvature overestimates the KL; the step is rescaled to reach max_kl."""
-    agent = make_agent(hvp_subsample=0.5, max_kl=1e-4)
-    agent.policy.load_state_dict(setup.agent.policy.state_dict())
-    theta = agent.policy.params()
-
-    def outer(p: dict, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        return agent.meta_objective(p, [setup.steps], setup.valid_steps, setup.old, graph)
-
-    def kl_at(step: torch.Tensor) -> float:
-        chunks = torch.split(step, [p.numel() for p in theta.values()])
-        moved = {
-            n: (p + c.view_as(p)).detach().requires_grad_(True)
-            for (n, p), c in zip(theta.items(), chunks, strict=True)
-        }
-        return outer(moved, False)[1].item()
-
-    n = sum(p.numel() for p in theta.values())
-    direction = torch.randn(n, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    unit = kl_at(1e-3 * direction) / 1e-6  # KL ~ unit * length^2 for short steps
-    for kl in (0.6e-4, 2e-4):  # short of, then beyond, the trust region
-        step = (kl / unit) ** 0.5 * direction
-        fitted = agent._fit_to_trust_region(theta, step, outer)
-        assert kl_at(fitted) == pytest.approx(1e-4, rel=0.05)
-        assert torch.allclose(fitted / fitted.norm(), step / step.norm())
-    # Growth is capped at twice the length.
-    tiny = 1e-7 * direction
-    torch.testing.assert_close(agent._fit_to_trust_region(theta, tiny, outer), 2 * tiny)
