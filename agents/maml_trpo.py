@@ -71,9 +71,10 @@ class MAMLTRPOConfig:
     cg_damping: float = 1e-5
     """Damping added to the KL Hessian."""
     hvp_subsample: float = 1.0
-    """Fraction of each task's episodes used for the KL Hessian-vector products. Only the
-    curvature is estimated from the subset: the gradient and the line search's loss and KL use
-    every episode, so the trust region still holds exactly."""
+    """Fraction of the steps used for the KL Hessian-vector products: every
+    ``round(1 / hvp_subsample)``-th step of every episode (1: all, the exact curvature). Only
+    the curvature is estimated from the subset: the gradient and the line search's loss and KL
+    use every step, so the trust region still holds exactly."""
     ls_max_steps: int = 15
     """Line-search tries."""
     ls_backtrack_ratio: float = 0.8
@@ -181,6 +182,17 @@ class TaskSteps:
         obs, actions, adv = (f.contiguous() for f in fields)
         weights = valid.to(obs.dtype) / counts.clamp_min(1).to(obs.dtype).unsqueeze(1)
         return cls(obs=obs, actions=actions, advantages=adv, weights=weights)
+
+    def every(self, stride: int) -> TaskSteps:
+        """Every ``stride``-th step of each task (so every episode's, spread over its length),
+        reweighted to a mean over the steps kept."""
+        weights = self.weights[:, ::stride]
+        return TaskSteps(
+            obs=self.obs[:, ::stride].contiguous(),
+            actions=self.actions[:, ::stride].contiguous(),
+            advantages=self.advantages[:, ::stride].contiguous(),
+            weights=weights / weights.sum(1, keepdim=True).clamp_min(1e-30),
+        )
 
     def task_mean(self, x: Tensor) -> Tensor:
         """Each task's mean of ``x [K, N]`` over its valid steps: ``[K]``."""
@@ -320,18 +332,11 @@ class MAMLTRPO(MetaAgent):
         kl = valid.task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std))
         return loss, kl.mean()
 
-    def _curvature_steps(self, batches: list[EpisodeBatch], advs: list[Tensor]) -> list[TaskSteps]:
-        """The first ``hvp_subsample`` of each task's episodes of every batch, packed."""
-        E = batches[0].episodes_per_task
-        n = max(1, round(self.config.hvp_subsample * E))
-        if n == E:
-            return [TaskSteps.pack(b, a) for b, a in zip(batches, advs, strict=True)]
-        out = []
-        for batch, adv in zip(batches, advs, strict=True):
-            K = batch.num_tasks
-            cols = (torch.arange(K).unsqueeze(1) * E + torch.arange(n)).reshape(-1)
-            out.append(TaskSteps.pack(batch.head(n), adv[:, cols.to(adv.device)]))
-        return out
+    def _curvature_steps(self, steps: list[TaskSteps]) -> list[TaskSteps]:
+        """The steps the curvature is estimated from: every ``round(1 / hvp_subsample)``-th
+        step of every episode (all of them at 1)."""
+        stride = max(1, round(1.0 / self.config.hvp_subsample))
+        return [s.every(stride) for s in steps] if stride > 1 else list(steps)
 
     def _curvature_kl(
         self, train: list[TaskSteps], valid: TaskSteps, create_graph: bool
@@ -439,12 +444,7 @@ class MAMLTRPO(MetaAgent):
             accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
             metrics["trpo/nonfinite"] = 1.0
         else:
-            if cfg.hvp_subsample < 1.0:
-                *sub_train, sub_valid = self._curvature_steps(
-                    [*train_batches, valid], [*train_advs, valid_adv]
-                )
-            else:
-                sub_train, sub_valid = train, valid_steps
+            *sub_train, sub_valid = self._curvature_steps([*train, valid_steps])
             if cfg.num_adapt_steps == 1 and not cfg.first_order:
                 hvp = self._structured_hvp(sub_train[0], sub_valid, cfg.cg_damping)
             else:

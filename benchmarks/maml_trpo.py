@@ -36,7 +36,7 @@ def main() -> None:
         "--hvp-subsample",
         type=float,
         default=1.0,
-        help="fraction of episodes for the KL Hessian (1: exact)",
+        help="fraction of the steps for the KL Hessian, every 1/x-th (1: exact)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])

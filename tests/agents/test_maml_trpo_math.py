@@ -283,11 +283,11 @@ def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> Non
     )
     sub_agent = make_agent(hvp_subsample=0.5)
     sub_agent.policy.load_state_dict(agent.policy.state_dict())
-    sub_train, sub_valid = sub_agent._curvature_steps(
-        [setup.train, setup.valid], [setup.train_adv, setup.valid_adv]
-    )
-    # Half of each task's 2 episodes: one episode, so fewer steps than the full packing.
-    assert sub_valid.obs.shape[1] < setup.valid_steps.obs.shape[1]
+    sub_train, sub_valid = sub_agent._curvature_steps([setup.steps, setup.valid_steps])
+    # Every second step of every episode, each task's weights a mean over the steps kept.
+    assert sub_valid.obs.shape[1] == (setup.valid_steps.obs.shape[1] + 1) // 2
+    torch.testing.assert_close(sub_valid.obs, setup.valid_steps.obs[:, ::2])
+    torch.testing.assert_close(sub_valid.weights.sum(1), torch.ones(K, dtype=torch.float64))
     sub = sub_agent._curvature_kl([sub_train], sub_valid, True)
     theta = sub_agent.policy.params()
     value = sub(theta)
@@ -312,7 +312,9 @@ def test_structured_curvature_equals_the_double_backward_hessian(subsample: floa
     agent = make_agent(hvp_subsample=subsample)
     train, valid = make_batch(1), make_batch(2)
     train_adv, valid_adv = agent._advantages(train), agent._advantages(valid)
-    sub_train, sub_valid = agent._curvature_steps([train, valid], [train_adv, valid_adv])
+    sub_train, sub_valid = agent._curvature_steps(
+        [TaskSteps.pack(train, train_adv), TaskSteps.pack(valid, valid_adv)]
+    )
     reference = hessian_vector_product(
         agent._curvature_kl([sub_train], sub_valid, True), agent.policy.params(), 0.1
     )
