@@ -24,7 +24,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import functional_call, vmap
 
 from metarl.advantages import discounted_returns, gae, normalize_advantages
 from metarl.agent import AdaptedPolicy, MetaAgent
@@ -252,10 +251,7 @@ class MAMLTRPO(MetaAgent):
     # -- helpers -----------------------------------------------------------------------------
     def _distribution(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Per-task ``(mean, log_std)`` of ``obs [K, N, obs_dim]``, each ``[K, N, act_dim]``."""
-        out: tuple[Tensor, Tensor] = vmap(lambda p, o: functional_call(self.policy, p, (o,)))(
-            params, obs
-        )
-        return out
+        return self.policy.per_task(params, obs)
 
     def _advantages(self, batch: EpisodeBatch) -> Tensor:
         """REINFORCE advantages ``[T, B]``: returns minus a linear baseline fitted per task."""
