@@ -31,7 +31,7 @@ from metarl.baselines import LinearFeatureBaseline
 from metarl.curvature import FisherProduct, PolicyGradientCurvature
 from metarl.optim import (
     backtracking_line_search,
-    conjugate_gradient,
+    conjugate_gradient_quadratic,
     flat_grad,
     flatten_params,
     hessian_vector_product,
@@ -447,8 +447,8 @@ class MAMLTRPO(MetaAgent):
                 hvp = hessian_vector_product(
                     self._curvature_kl(sub_train, sub_valid, create_graph), theta, cfg.cg_damping
                 )
-            step_dir = conjugate_gradient(hvp, grad, iters=cfg.cg_iters)
-            shs = 0.5 * torch.dot(step_dir, hvp(step_dir))
+            step_dir, quadratic = conjugate_gradient_quadratic(hvp, grad, iters=cfg.cg_iters)
+            shs = 0.5 * quadratic
             lagrange = torch.sqrt(shs.clamp_min(1e-16) / cfg.max_kl)
             full_step = -step_dir / lagrange
             # The line search asks for the loss, then the KL, of each candidate: one pass

@@ -22,6 +22,7 @@ __all__ = [
     "LineSearchResult",
     "backtracking_line_search",
     "conjugate_gradient",
+    "conjugate_gradient_quadratic",
     "flat_grad",
     "flatten_params",
     "hessian_vector_product",
@@ -107,12 +108,25 @@ def conjugate_gradient(
     Returns:
         ``[N]`` solution ``x`` (detached), starting from ``x = 0``.
     """
+    return conjugate_gradient_quadratic(Avp, b, iters, residual_tol)[0]
+
+
+def conjugate_gradient_quadratic(
+    Avp: Callable[[Tensor], Tensor],
+    b: Tensor,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+) -> tuple[Tensor, Tensor]:
+    """:func:`conjugate_gradient`, also returning ``x . A x`` (a scalar tensor) without another
+    product: the search directions are ``A``-conjugate, so ``x . A x`` is the sum over
+    iterations of ``alpha * r.r`` (TRPO scales its step by it)."""
     if b.dim() != 1:
         raise ValueError(f"b must be a vector [N], got shape {tuple(b.shape)}")
     if iters < 1:
         raise ValueError(f"iters must be at least 1, got {iters}")
     b = b.detach()
     x = torch.zeros_like(b)
+    quadratic = torch.zeros((), dtype=b.dtype, device=b.device)
     r = b.clone()
     p = b.clone()
     rdotr = r @ r
@@ -122,11 +136,12 @@ def conjugate_gradient(
         z = Avp(p).detach()
         alpha = rdotr / (p @ z)
         x = x + alpha * p
+        quadratic = quadratic + alpha * rdotr
         r = r - alpha * z
         new_rdotr = r @ r
         p = r + (new_rdotr / rdotr) * p
         rdotr = new_rdotr
-    return x
+    return x, quadratic
 
 
 def hessian_vector_product(

@@ -10,6 +10,7 @@ import torch
 from metarl.optim import (
     backtracking_line_search,
     conjugate_gradient,
+    conjugate_gradient_quadratic,
     flat_grad,
     flatten_params,
     hessian_vector_product,
@@ -70,6 +71,23 @@ def test_conjugate_gradient_solves_random_spd_system() -> None:
     r6 = (A @ conjugate_gradient(Avp, b, iters=6) - b).norm()
     assert r6 < r3 < b.norm()
     assert (conjugate_gradient(Avp, torch.zeros(20, dtype=F64)) == 0).all()
+
+
+def test_conjugate_gradient_quadratic_is_x_a_x_without_another_product() -> None:
+    A = _spd(30, 2)
+    b = torch.randn(30, generator=torch.Generator().manual_seed(3), dtype=F64)
+    calls = []
+
+    def Avp(v: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return A @ v
+
+    for iters in (1, 4, 10):  # exact at every truncation, not only at convergence
+        calls.clear()
+        x, quadratic = conjugate_gradient_quadratic(Avp, b, iters=iters)
+        assert len(calls) == iters
+        torch.testing.assert_close(x, conjugate_gradient(lambda v: A @ v, b, iters=iters))
+        torch.testing.assert_close(quadratic, x @ A @ x, rtol=1e-10, atol=0)
 
 
 def _nonquadratic(p: dict[str, torch.Tensor]) -> torch.Tensor:
