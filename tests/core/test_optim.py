@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -53,15 +54,21 @@ def _spd(n: int, seed: int) -> torch.Tensor:
     return m @ m.T + 0.5 * n * torch.eye(n, dtype=F64)
 
 
-def test_conjugate_gradient_solves_random_spd_system() -> None:
-    A = _spd(20, 0)
-    b = torch.randn(20, generator=torch.Generator().manual_seed(1), dtype=F64)
-    calls = []
+def _counted(A: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[int]]:
+    """``v -> A v`` and the list it appends to on every call."""
+    calls: list[int] = []
 
     def Avp(v: torch.Tensor) -> torch.Tensor:
         calls.append(1)
         return A @ v
 
+    return Avp, calls
+
+
+def test_conjugate_gradient_solves_random_spd_system() -> None:
+    A = _spd(20, 0)
+    b = torch.randn(20, generator=torch.Generator().manual_seed(1), dtype=F64)
+    Avp, calls = _counted(A)
     x = conjugate_gradient(Avp, b, iters=20)
     torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=0, atol=1e-6)
     assert (A @ x - b).pow(2).sum().item() < 1e-10  # the stopping rule: squared residual
@@ -76,12 +83,7 @@ def test_conjugate_gradient_solves_random_spd_system() -> None:
 def test_conjugate_gradient_quadratic_is_x_a_x_without_another_product() -> None:
     A = _spd(30, 2)
     b = torch.randn(30, generator=torch.Generator().manual_seed(3), dtype=F64)
-    calls = []
-
-    def Avp(v: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        return A @ v
-
+    Avp, calls = _counted(A)
     for iters in (1, 4, 10):  # exact at every truncation, not only at convergence
         calls.clear()
         x, quadratic = conjugate_gradient_quadratic(Avp, b, iters=iters)
