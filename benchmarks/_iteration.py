@@ -1,20 +1,48 @@
 """The timing loop shared by the per-iteration benchmarks of the agents.
 
-Each benchmark builds its agent and sampler, then calls :func:`run_iterations`, which times
-``agent.train_step`` and splits every iteration into sampling and optimization (as the agent's
-own ``time/sampling`` and ``time/optimization`` metrics report them).
+Each benchmark builds its agent and sampler with :func:`build`, then calls
+:func:`run_iterations`, which times ``agent.train_step`` and splits every iteration into
+sampling and optimization (as the agent's own ``time/sampling`` and ``time/optimization``
+metrics report them).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from metarl.agent import MetaAgent
+from metarl.envs import FamilyTaskSampler, make_family
+from metarl.runs import resolve_device
+from metarl.train import make_sampler
+
+
+class Setup(NamedTuple):
+    family: Any
+    config: Any
+    device: torch.device
+    agent: MetaAgent
+    tasks_source: FamilyTaskSampler
+    sampler: Any
+    rng: np.random.Generator
+
+
+def build(agent_cls: Any, args: Any, **overrides: Any) -> Setup:
+    """Seed 0; ``args.env``'s family; ``agent_cls`` with its ``default`` preset and
+    ``overrides`` on ``args.device``; a sampler (``args.backend``, ``args.workers``)."""
+    torch.manual_seed(0)
+    family = make_family(args.env)
+    config = replace(agent_cls.preset("default", args.env), **overrides)
+    device = resolve_device(args.device)
+    agent = agent_cls(config, family.observation_space, family.action_space, device)
+    tasks_source = FamilyTaskSampler(family)
+    sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
+    return Setup(family, config, device, agent, tasks_source, sampler, np.random.default_rng(0))
 
 
 def sync(device: torch.device) -> None:

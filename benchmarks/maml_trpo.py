@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
-import numpy as np
 import torch
-from _iteration import run_iterations, summarize
+from _iteration import build, run_iterations, summarize
 
 from metarl.agents import MAMLTRPO
-from metarl.envs import FamilyTaskSampler, make_family
-from metarl.runs import resolve_device
-from metarl.train import make_sampler
 
 
 def main() -> None:
@@ -49,20 +44,14 @@ def main() -> None:
         args.meta_batch_size, args.episodes_per_task, args.iterations = 10, 5, 2
 
     torch.set_num_threads(args.torch_threads)
-    torch.manual_seed(0)
-    family = make_family(args.env)
-    config = replace(
-        MAMLTRPO.preset("default", args.env),
+    family, config, device, agent, tasks_source, sampler, rng = build(
+        MAMLTRPO,
+        args,
         meta_batch_size=args.meta_batch_size,
         episodes_per_task=args.episodes_per_task,
         first_order=args.first_order,
         hvp_subsample=args.hvp_subsample,
     )
-    device = resolve_device(args.device)
-    agent = MAMLTRPO(config, family.observation_space, family.action_space, device)
-    tasks_source = FamilyTaskSampler(family)
-    sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
-    rng = np.random.default_rng(0)
     print(
         f"MAML-TRPO on {args.env}: {config.meta_batch_size} tasks x {config.episodes_per_task} "
         f"episodes x H={family.horizon}, device={device}, backend={args.backend}"

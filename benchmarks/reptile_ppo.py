@@ -22,16 +22,11 @@ import dataclasses
 import json
 import statistics
 import time
-from dataclasses import replace
 
-import numpy as np
 import torch
-from _iteration import run_iterations, summarize, sync
+from _iteration import build, run_iterations, summarize, sync
 
 from metarl.agents import ReptilePPO
-from metarl.envs import FamilyTaskSampler, make_family
-from metarl.runs import resolve_device
-from metarl.train import make_sampler
 
 
 def time_updates(
@@ -77,18 +72,12 @@ def main() -> None:
     if args.quick:
         args.episodes_per_task, args.iterations, args.repeats = 2, 1, 1
 
-    torch.manual_seed(0)
-    family = make_family(args.env)
-    config = replace(
-        ReptilePPO.preset("default", args.env),
+    family, config, device, agent, tasks_source, sampler, rng = build(
+        ReptilePPO,
+        args,
         meta_batch_size=args.meta_batch_size,
         episodes_per_task=args.episodes_per_task,
     )
-    device = resolve_device(args.device)
-    agent = ReptilePPO(config, family.observation_space, family.action_space, device)
-    tasks_source = FamilyTaskSampler(family)
-    sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
-    rng = np.random.default_rng(0)
     print(
         f"Reptile-PPO on {args.env}: {config.meta_batch_size} tasks x "
         f"{config.episodes_per_task} episodes x H={family.horizon}, {config.num_adapt_steps} "

@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
-import numpy as np
 import torch
-from _iteration import run_iterations, summarize
+from _iteration import build, run_iterations, summarize
 
 from metarl.agents import RL2PPO
-from metarl.envs import FamilyTaskSampler, make_family
-from metarl.runs import resolve_device
-from metarl.train import make_sampler
 
 
 def main() -> None:
@@ -44,19 +39,13 @@ def main() -> None:
     if args.quick:
         args.episodes_per_trial, args.update_epochs, args.iterations = 2, 2, 1
 
-    torch.manual_seed(0)
-    family = make_family(args.env)
-    config = replace(
-        RL2PPO.preset("default", args.env),
+    family, config, device, agent, tasks_source, sampler, rng = build(
+        RL2PPO,
+        args,
         meta_batch_size=args.meta_batch_size,
         episodes_per_trial=args.episodes_per_trial,
         update_epochs=args.update_epochs,
     )
-    device = resolve_device(args.device)
-    agent = RL2PPO(config, family.observation_space, family.action_space, device)
-    tasks_source = FamilyTaskSampler(family)
-    sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
-    rng = np.random.default_rng(0)
     print(
         f"RL2-PPO on {args.env}: {config.meta_batch_size} tasks x {config.trials_per_task} "
         f"trial x {config.episodes_per_trial} episodes x H={family.horizon}, "
