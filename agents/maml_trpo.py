@@ -90,6 +90,12 @@ class MAMLTRPOConfig:
     """Policy activation: tanh, relu or elu."""
     init_std: float = 1.0
     """Initial action standard deviation."""
+    cpu_chunk_steps: int = 4096
+    """On a CPU, every pass over the batch (inner steps, outer loss and gradient, curvature
+    products, line-search candidates) runs over groups of tasks of about this many steps each,
+    one group after another: exact (tasks are independent until their losses are averaged),
+    and several times faster once a group's activations fit in the core's cache. 0: all tasks
+    at once, as always on a GPU."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -111,6 +117,7 @@ class MAMLTRPOConfig:
                 "hidden_sizes must be positive widths",
             ),
             (self.init_std > 0, "init_std must be > 0"),
+            (self.cpu_chunk_steps >= 0, "cpu_chunk_steps must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -191,6 +198,15 @@ class TaskSteps:
             actions=self.actions[:, ::stride].contiguous(),
             advantages=self.advantages[:, ::stride].contiguous(),
             weights=weights / weights.sum(1, keepdim=True).clamp_min(1e-30),
+        )
+
+    def tasks(self, which: slice) -> TaskSteps:
+        """The steps of the tasks ``which`` (views, no copy)."""
+        return TaskSteps(
+            obs=self.obs[which],
+            actions=self.actions[which],
+            advantages=self.advantages[which],
+            weights=self.weights[which],
         )
 
     def task_mean(self, x: Tensor) -> Tensor:
@@ -279,6 +295,36 @@ class MAMLTRPO(MetaAgent):
         grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
         return {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
 
+    def _task_groups(self, *steps: TaskSteps) -> list[slice]:
+        """The groups of tasks a pass over ``steps`` runs over, one after another (see
+        ``cpu_chunk_steps``): a single group of every task on a GPU."""
+        K = steps[0].num_tasks
+        limit = self.config.cpu_chunk_steps
+        if self.device.type != "cpu" or limit == 0:
+            return [slice(0, K)]
+        per_task = sum(int(s.obs.shape[1]) for s in steps)
+        size = max(1, limit // max(per_task, 1))
+        return [slice(a, min(a + size, K)) for a in range(0, K, size)]
+
+    def _adapted(self, params: Params, steps: TaskSteps, lr: float) -> Params:
+        """:meth:`_inner_step` without a graph, group by group: the adapted parameters."""
+        parts = [
+            self._detached(
+                self._inner_step({k: v[g] for k, v in params.items()}, steps.tasks(g), lr, False)
+            )
+            for g in self._task_groups(steps)
+        ]
+        return {k: torch.cat([part[k] for part in parts]) for k in params}
+
+    def _old_distribution(self, adapted: Params, valid: TaskSteps) -> tuple[Tensor, Tensor]:
+        """The sampling policies' ``(mean, log_std)`` on ``valid.obs``, group by group."""
+        with torch.no_grad():
+            parts = [
+                self._distribution({k: v[g] for k, v in adapted.items()}, valid.obs[g])
+                for g in self._task_groups(valid)
+            ]
+        return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
+
     def _adapt_all(self, params: Params, train: list[TaskSteps], create_graph: bool) -> Params:
         for steps in train:
             params = self._inner_step(params, steps, self.config.adapt_lr, create_graph)
@@ -328,6 +374,41 @@ class MAMLTRPO(MetaAgent):
         kl = valid.task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std))
         return loss, kl.mean()
 
+    def _outer_by_groups(
+        self,
+        theta: Params,
+        train: list[TaskSteps],
+        valid: TaskSteps,
+        old_dist: tuple[Tensor, Tensor],
+        create_graph: bool,
+        gradient: bool,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """:meth:`meta_objective`'s loss and KL (detached), and with ``gradient`` the loss's
+        flat gradient in ``theta``, computed over the task groups one at a time.
+
+        Both are means over tasks, so each group's share is its part of the mean; the sum
+        differs from one pass over every task only by floating-point rounding.
+        """
+        K = valid.num_tasks
+        loss = torch.zeros((), dtype=valid.obs.dtype, device=valid.obs.device)
+        kl = torch.zeros_like(loss)
+        grad: Tensor | None = None
+        for g in self._task_groups(*train, valid):
+            share = (g.stop - g.start) / K
+            part_loss, part_kl = self.meta_objective(
+                theta,
+                [t.tasks(g) for t in train],
+                valid.tasks(g),
+                (old_dist[0][g], old_dist[1][g]),
+                create_graph,
+            )
+            if gradient:
+                part = flat_grad(part_loss * share, theta)
+                grad = part if grad is None else grad + part
+            loss = loss + share * part_loss.detach()
+            kl = kl + share * part_kl.detach()
+        return loss, kl, grad
+
     def _curvature_steps(self, steps: list[TaskSteps]) -> list[TaskSteps]:
         """The steps the curvature is estimated from: every ``round(1 / hvp_subsample)``-th
         step of every episode (all of them at 1)."""
@@ -355,6 +436,32 @@ class MAMLTRPO(MetaAgent):
 
         return kl
 
+    def _autograd_hvp(
+        self, train: list[TaskSteps], valid: TaskSteps, create_graph: bool, damping: float
+    ) -> Callable[[Tensor], Tensor]:
+        """``v -> (H + damping I) v``, ``H`` the Hessian of :meth:`_curvature_kl` by double
+        backward, one graph per task group (any number of inner steps, first order too)."""
+        K = valid.num_tasks
+        theta = self.policy.params()
+        groups = [
+            (
+                (g.stop - g.start) / K,
+                hessian_vector_product(
+                    self._curvature_kl([t.tasks(g) for t in train], valid.tasks(g), create_graph),
+                    theta,
+                ),
+            )
+            for g in self._task_groups(*train, valid)
+        ]
+
+        def hvp(v: Tensor) -> Tensor:
+            total = damping * v
+            for share, product in groups:
+                total = total + share * product(v)
+            return total
+
+        return hvp
+
     def _structured_hvp(
         self, train: TaskSteps, valid: TaskSteps, damping: float
     ) -> Callable[[Tensor], Tensor]:
@@ -365,29 +472,36 @@ class MAMLTRPO(MetaAgent):
         ``J^T F J``: ``J_k = I - adapt_lr * (Hessian of task k's inner loss)`` and ``F_k`` the
         Fisher matrix of the adapted policy. Each product is two inner Hessian-vector products
         and one Fisher-vector product, written out layer by layer (:mod:`metarl.curvature`)
-        over forward passes cached once, instead of a backward pass through the whole
-        second-order graph.
+        over forward passes cached once (per task group), instead of a backward pass through
+        the whole second-order graph.
         """
         K, lr = valid.num_tasks, self.config.adapt_lr
         like = self.policy.params()
-        theta = {k: v.detach().unsqueeze(0).expand(K, *v.shape) for k, v in like.items()}
-        inner = PolicyGradientCurvature(
-            self.policy, theta, train.obs, train.actions, train.advantages, train.weights
-        )
-        gradient = inner.gradient()
-        adapted = {k: theta[k] - lr * gradient[k] for k in theta}
-        fisher = FisherProduct(self.policy, adapted, valid.obs, valid.weights)
+        groups = []
+        for g in self._task_groups(train, valid):
+            n = g.stop - g.start
+            theta = {k: v.detach().unsqueeze(0).expand(n, *v.shape) for k, v in like.items()}
+            t = train.tasks(g)
+            inner = PolicyGradientCurvature(
+                self.policy, theta, t.obs, t.actions, t.advantages, t.weights
+            )
+            gradient = inner.gradient()
+            adapted = {k: theta[k] - lr * gradient[k] for k in theta}
+            fisher = FisherProduct(self.policy, adapted, valid.obs[g], valid.weights[g])
+            groups.append((n, inner, fisher))
 
         def hvp(v: Tensor) -> Tensor:
-            parts = {
-                k: p.unsqueeze(0).expand(K, *p.shape) for k, p in unflatten_params(v, like).items()
-            }
-            inner_v = inner.hvp(parts)
-            u = {k: parts[k] - lr * inner_v[k] for k in parts}
-            fu = fisher.fvp(u)
-            inner_fu = inner.hvp(fu)
-            out = [(fu[k] - lr * inner_fu[k]).sum(0) / K for k in like]
-            return flatten_params(out) + damping * v
+            directions = unflatten_params(v, like)
+            total = [torch.zeros_like(p) for p in like.values()]
+            for n, inner, fisher in groups:
+                parts = {k: p.unsqueeze(0).expand(n, *p.shape) for k, p in directions.items()}
+                inner_v = inner.hvp(parts)
+                u = {k: parts[k] - lr * inner_v[k] for k in parts}
+                fu = fisher.fvp(u)
+                inner_fu = inner.hvp(fu)
+                for i, k in enumerate(like):
+                    total[i] += (fu[k] - lr * inner_fu[k]).sum(0)
+            return flatten_params(total) / K + damping * v
 
         return hvp
 
@@ -416,25 +530,23 @@ class MAMLTRPO(MetaAgent):
             train_advs.append(adv)
             train.append(TaskSteps.pack(batch, adv))
             start = self._theta_as_tasks(self.policy.params(), K) if adapted is None else adapted
-            adapted = self._detached(self._inner_step(start, train[-1], cfg.adapt_lr, False))
+            adapted = self._adapted(start, train[-1], cfg.adapt_lr)
         assert adapted is not None
         t0 = time.perf_counter()
         valid = self._sample(sampler, tasks, adapted, rng)
         sample_time += time.perf_counter() - t0
         valid_adv = self._advantages(valid)
         valid_steps = TaskSteps.pack(valid, valid_adv)
-        with torch.no_grad():
-            old_dist = self._distribution(adapted, valid_steps.obs)
+        old_dist = self._old_distribution(adapted, valid_steps)
 
         t_opt = time.perf_counter()
         create_graph = not cfg.first_order
 
-        def outer(theta: Params, graph: bool) -> tuple[Tensor, Tensor]:
-            return self.meta_objective(theta, train, valid_steps, old_dist, graph)
-
         theta = self.policy.params()
-        loss, _ = outer(theta, create_graph)
-        grad = flat_grad(loss, theta)
+        loss, _, grad = self._outer_by_groups(
+            theta, train, valid_steps, old_dist, create_graph, gradient=True
+        )
+        assert grad is not None
         metrics: dict[str, float] = {}
         if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(grad).all()):
             accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
@@ -444,9 +556,7 @@ class MAMLTRPO(MetaAgent):
             if cfg.num_adapt_steps == 1 and not cfg.first_order:
                 hvp = self._structured_hvp(sub_train[0], sub_valid, cfg.cg_damping)
             else:
-                hvp = hessian_vector_product(
-                    self._curvature_kl(sub_train, sub_valid, create_graph), theta, cfg.cg_damping
-                )
+                hvp = self._autograd_hvp(sub_train, sub_valid, create_graph, cfg.cg_damping)
             step_dir, quadratic = conjugate_gradient_quadratic(hvp, grad, iters=cfg.cg_iters)
             shs = 0.5 * quadratic
             lagrange = torch.sqrt(shs.clamp_min(1e-16) / cfg.max_kl)
@@ -455,14 +565,20 @@ class MAMLTRPO(MetaAgent):
             # computes both, so the KL is kept for the question that follows.
             last_kl: dict[int, Tensor] = {}
 
+            def outer(p: Params) -> tuple[Tensor, Tensor]:
+                value, kl, _ = self._outer_by_groups(
+                    p, train, valid_steps, old_dist, False, gradient=False
+                )
+                return value, kl
+
             def candidate_loss(p: Params) -> Tensor:
-                value, kl = outer(p, False)
+                value, kl = outer(p)
                 last_kl.clear()
-                last_kl[id(p)] = kl.detach()
-                return value.detach()
+                last_kl[id(p)] = kl
+                return value
 
             def candidate_kl(p: Params) -> Tensor:
-                return last_kl[id(p)] if id(p) in last_kl else outer(p, False)[1].detach()
+                return last_kl[id(p)] if id(p) in last_kl else outer(p)[1]
 
             result = backtracking_line_search(
                 loss_fn=candidate_loss,
@@ -533,8 +649,8 @@ class MAMLTRPO(MetaAgent):
             }
         )
         steps = TaskSteps.pack(episodes, self._advantages(episodes))
-        new = self._inner_step(start, steps, self.config.adapt_lr if lr is None else lr, False)
-        return AdaptedPolicy(params=self._detached(new), num_tasks=policy.num_tasks)
+        new = self._adapted(start, steps, self.config.adapt_lr if lr is None else lr)
+        return AdaptedPolicy(params=new, num_tasks=policy.num_tasks)
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

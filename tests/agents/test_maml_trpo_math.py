@@ -324,3 +324,53 @@ def test_structured_curvature_equals_the_double_backward_hessian(subsample: floa
     for _ in range(3):
         v = torch.randn(n, generator=gen, dtype=torch.float64)
         torch.testing.assert_close(structured(v), reference(v), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize(("chunk_steps", "groups"), [(0, 1), (1, K), (44, 2)])
+def test_task_groups_change_nothing_but_rounding(
+    setup: Setup, chunk_steps: int, groups: int
+) -> None:
+    """Every pass run over groups of tasks (``cpu_chunk_steps``) gives what one pass over all
+    tasks gives: inner steps, outer loss, KL and gradient, both curvature products."""
+    from metarl.optim import flat_grad, hessian_vector_product
+
+    agent = make_agent(cpu_chunk_steps=chunk_steps)
+    steps, valid = setup.steps, setup.valid_steps
+    # 11 valid steps in the longest task of each batch: 22 per task for the outer passes.
+    assert len(agent._task_groups(steps, valid)) == groups
+    theta = agent.policy.params()
+    start = agent._theta_as_tasks(theta, K)
+    adapted = agent._adapted(start, steps, 0.3)
+    one_pass = agent._inner_step(start, steps, 0.3, False)
+    for name in theta:
+        torch.testing.assert_close(adapted[name], one_pass[name].detach(), rtol=1e-12, atol=1e-14)
+    old = agent._old_distribution(adapted, valid)
+    torch.testing.assert_close(old[0], setup.old[0], rtol=1e-12, atol=1e-14)
+
+    # Away from the sampling policies, so that the KL and the ratios are not trivial.
+    gen = torch.Generator().manual_seed(5)
+    moved = {
+        n: (p + 0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        .detach()
+        .requires_grad_(True)
+        for n, p in theta.items()
+    }
+    loss, kl = agent.meta_objective(moved, [steps], valid, old, True)
+    assert kl.item() > 1e-4
+    group_loss, group_kl, group_grad = agent._outer_by_groups(
+        moved, [steps], valid, old, True, gradient=True
+    )
+    torch.testing.assert_close(group_loss, loss.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(group_kl, kl.detach(), rtol=1e-12, atol=1e-14)
+    assert group_grad is not None
+    torch.testing.assert_close(group_grad, flat_grad(loss, moved), rtol=1e-10, atol=1e-12)
+
+    reference = hessian_vector_product(agent._curvature_kl([steps], valid, True), theta, 0.1)
+    structured = agent._structured_hvp(steps, valid, 0.1)
+    autograd = agent._autograd_hvp([steps], valid, True, 0.1)
+    n = sum(p.numel() for p in theta.values())
+    for _ in range(2):
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        expected = reference(v)
+        torch.testing.assert_close(structured(v), expected, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(autograd(v), expected, rtol=1e-9, atol=1e-11)
