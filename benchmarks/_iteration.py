@@ -3,7 +3,7 @@
 Each benchmark builds its agent and sampler with :func:`build`, then calls
 :func:`run_iterations`, which times ``agent.train_step`` and splits every iteration into
 sampling and optimization (as the agent's own ``time/sampling`` and ``time/optimization``
-metrics report them).
+metrics report them) and the rest (advantages, baseline fits, inner steps).
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def run_iterations(
             "sampling_s": m["time/sampling"],
             "optimization_s": m["time/optimization"],
             "optimization_share": m["time/optimization"] / total,
+            # Neither sampling nor the outer step: advantages, baseline fits, inner steps.
+            "other_s": total - m["time/sampling"] - m["time/optimization"],
             "env_steps": m["env_steps"],
             "env_steps_per_s": m["env_steps"] / total,
             "return_pre": m.get("meta/return_pre_adapt", float("nan")),
@@ -82,7 +84,7 @@ def run_iterations(
         print(
             f"  it {it}: {total:6.2f} s = sampling {rec['sampling_s']:6.2f} s + "
             f"optimization {rec['optimization_s']:6.2f} s "
-            f"({100 * rec['optimization_share']:4.1f}%), "
+            f"({100 * rec['optimization_share']:4.1f}%) + other {rec['other_s']:5.2f} s, "
             f"{rec['env_steps_per_s']:8.0f} env steps/s incl. optimization"
         )
     return records
@@ -91,7 +93,14 @@ def run_iterations(
 def summarize(records: list[dict[str, float]]) -> dict[str, Any]:
     """Medians over the iterations after the first (which pays one-time start-up costs)."""
     steady = records[1:] or records
-    keys = ("seconds", "sampling_s", "optimization_s", "optimization_share", "env_steps_per_s")
+    keys = (
+        "seconds",
+        "sampling_s",
+        "optimization_s",
+        "optimization_share",
+        "other_s",
+        "env_steps_per_s",
+    )
     summary: dict[str, Any] = {
         ("seconds_per_iteration" if k == "seconds" else k): statistics.median(r[k] for r in steady)
         for k in keys
@@ -100,7 +109,8 @@ def summarize(records: list[dict[str, float]]) -> dict[str, Any]:
     print(
         f"median (after the first iteration): {summary['seconds_per_iteration']:.2f} s/it, "
         f"sampling {summary['sampling_s']:.2f} s, optimization {summary['optimization_s']:.2f} s "
-        f"({100 * summary['optimization_share']:.1f}% of the iteration), "
+        f"({100 * summary['optimization_share']:.1f}% of the iteration), other "
+        f"{summary['other_s']:.2f} s, "
         f"{summary['env_steps_per_s']:.0f} env steps/s including optimization"
     )
     return summary
