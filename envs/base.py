@@ -444,6 +444,10 @@ class MujocoTaskFamily(TaskFamily):
         before_fields: fields kept from before each step (for velocities).
         needs_contact_forces: call ``mj_rnePostConstraint`` after each step, as Gymnasium does,
             so that ``cfrc_ext`` is current (only families that read it pay for it).
+        needs_subtree_state: bring ``subtree_com`` and ``subtree_linvel`` (each body's subtree
+            centre of mass and its velocity) up to date after each step and reset, and gather
+            them: rllab's ``MujocoEnv`` reads them after its own ``forward()``, while after
+            ``mj_step`` MuJoCo's are those of the state before the step.
         per_task_model: every env owns a copy of the model that :meth:`configure_model` edits
             (the dynamics families).
         camera_distance: distance of the tracking camera used by :meth:`BatchStepper.render`.
@@ -451,9 +455,10 @@ class MujocoTaskFamily(TaskFamily):
 
     xml_file: ClassVar[str]
     frame_skip: int
-    gather: ClassVar[tuple[str, ...]] = ("qpos", "qvel")
+    gather: tuple[str, ...] = ("qpos", "qvel")
     before_fields: ClassVar[tuple[str, ...]] = ("qpos",)
     needs_contact_forces: ClassVar[bool] = False
+    needs_subtree_state: bool = False
     per_task_model: ClassVar[bool] = False
     camera_distance: ClassVar[float] = 4.0
 
@@ -462,6 +467,8 @@ class MujocoTaskFamily(TaskFamily):
         options = self.variants[self.variant].options
         if "frame_skip" in options:
             self.frame_skip = int(options["frame_skip"])
+        if self.needs_subtree_state:
+            self.gather = (*self.gather, "subtree_com", "subtree_linvel")
         self.model = load_gymnasium_model(self.xml_file)
         data = mujoco.MjData(self.model)
         self.init_qpos = data.qpos.ravel().copy()
@@ -513,6 +520,15 @@ class MujocoTaskFamily(TaskFamily):
 
     def make_batch(self, num_envs: int) -> MujocoBatch:
         return MujocoBatch(self, num_envs)
+
+
+def _update_subtree_state(model: mujoco.MjModel, data: mujoco.MjData) -> None:
+    """``subtree_com`` and ``subtree_linvel`` of ``data``'s current ``qpos`` and ``qvel``:
+    the kinematics and centre-of-mass stages of ``mj_forward``, then ``mj_subtreeVel``."""
+    mujoco.mj_kinematics(model, data)
+    mujoco.mj_comPos(model, data)
+    mujoco.mj_comVel(model, data)
+    mujoco.mj_subtreeVel(model, data)
 
 
 def _gather_state(
@@ -571,6 +587,8 @@ class MujocoBatch(BatchStepper):
             data.qpos[:] = qpos
             data.qvel[:] = qvel
             mujoco.mj_forward(model, data)
+            if fam.needs_subtree_state:
+                mujoco.mj_subtreeVel(model, data)
             self._copy_rows(int(i))
         full = indices is None
         return fam.observe(self._select(self._state, idx, full))
@@ -587,13 +605,15 @@ class MujocoBatch(BatchStepper):
                 buf[idx] = self._state[name][idx]
         slots, frame_skip = self._slots, fam.frame_skip
         mj_step, rne = mujoco.mj_step, mujoco.mj_rnePostConstraint
-        contact = fam.needs_contact_forces
+        contact, subtree = fam.needs_contact_forces, fam.needs_subtree_state
         for i, action in zip(idx.tolist(), actions, strict=True):
             model, data, ctrl, pairs = slots[i]
             ctrl[:] = action
             mj_step(model, data, frame_skip)
             if contact:
                 rne(model, data)
+            if subtree:
+                _update_subtree_state(model, data)
             for buf, view in pairs:
                 buf[i] = view
         state = self._select(self._state, idx, full)

@@ -22,11 +22,18 @@ for this model (its XML sets no ``frame_skip``), while Gymnasium's v5 env takes 
 (dt = 0.05 s). An episode of H = 200 actions is then 2 s of motion instead of 10 s, and the
 policy's exploration noise is drawn five times as often, which averages it out: the learning
 problem differs, and the paper's returns are comparable only at this rate. Everything else is
-the ``maml`` variant's (Gymnasium's model, observation and reset noise; rllab also appends the
-robot's centre of mass to the observation, perturbs qpos with N(0, 0.01) and rewards the
-centre of mass's velocity rather than the root's)."""
+the ``maml`` variant's (Gymnasium's model, observation and reset noise).
+
+The ``maml-rllab`` variants are ``maml-100hz`` with the rest of rllab's conventions too: the
+observation appends the robot's centre of mass (20-d), the reward's forward velocity is the
+centre of mass's after the step, and resets draw qpos + N(0, 0.01). Compare with the paper
+there; ``maml-100hz`` isolates the simulation rate."""
 
 MAML_100HZ_SOURCE = "Finn et al. 2017 at rllab's rate (one MuJoCo step per action): cbfinn/maml_rl"
+RLLAB_SOURCE = (
+    "Finn et al. 2017 with rllab's MujocoEnv conventions (rate, centre-of-mass observation and "
+    "velocity, reset noise): cbfinn/maml_rl"
+)
 
 
 class HalfCheetahVel(GoalVelocityTasks, HalfCheetahRobot):
@@ -43,6 +50,8 @@ class HalfCheetahVel(GoalVelocityTasks, HalfCheetahRobot):
         last 30 test.
         ``maml-100hz``: ``maml`` at the MAML paper's simulation rate (see
         :data:`MAML_100HZ_NOTE`).
+        ``maml-rllab``: ``maml-100hz`` with rllab's observation, velocity and reset (20-d
+        observation; see :data:`MAML_100HZ_NOTE`).
     """
 
     name: ClassVar[str] = "HalfCheetahVel"
@@ -62,6 +71,11 @@ class HalfCheetahVel(GoalVelocityTasks, HalfCheetahRobot):
             horizon=200,
             source=MAML_100HZ_SOURCE + " half_cheetah_env_rand.py",
             options={"max_velocity": 2.0, "frame_skip": 1},
+        ),
+        "maml-rllab": Variant(
+            horizon=200,
+            source=RLLAB_SOURCE + " half_cheetah_env_rand.py",
+            options={"max_velocity": 2.0, "frame_skip": 1, "rllab": True},
         ),
     }
 
@@ -113,6 +127,8 @@ class HalfCheetahDir(HalfCheetahRobot):
         ``maml``: H = 200 (Finn et al. 2017; PEARL's cheetah-dir has the same reward).
         ``maml-100hz``: ``maml`` at the MAML paper's simulation rate (see
         :data:`MAML_100HZ_NOTE`).
+        ``maml-rllab``: ``maml-100hz`` with rllab's observation, velocity and reset (20-d
+        observation; see :data:`MAML_100HZ_NOTE`).
     """
 
     name: ClassVar[str] = "HalfCheetahDir"
@@ -127,6 +143,11 @@ class HalfCheetahDir(HalfCheetahRobot):
             horizon=200,
             source=MAML_100HZ_SOURCE + " half_cheetah_env_rand_direc.py",
             options={"frame_skip": 1},
+        ),
+        "maml-rllab": Variant(
+            horizon=200,
+            source=RLLAB_SOURCE + " half_cheetah_env_rand_direc.py",
+            options={"frame_skip": 1, "rllab": True},
         ),
     }
 

@@ -18,24 +18,49 @@ __all__ = ["AntRobot", "HalfCheetahRobot", "HopperRobot", "HumanoidRobot", "Walk
 
 
 class HalfCheetahRobot(MujocoTaskFamily):
-    """Gymnasium's ``HalfCheetah-v5`` robot: 17-d observation, 6 actuators in [-1, 1]."""
+    """Gymnasium's ``HalfCheetah-v5`` robot: 17-d observation, 6 actuators in [-1, 1].
+
+    A variant with the option ``"rllab": True`` takes rllab's ``MujocoEnv`` conventions instead
+    (the MAML paper's cheetahs, cbfinn/maml_rl): the observation appends the robot's centre of
+    mass (the torso's subtree, 3 numbers; 20-d), the forward velocity is that centre of mass's
+    (``subtree_linvel``) after the step rather than the root's displacement over it, and a
+    reset draws ``qpos + N(0, 0.01)`` and ``qvel + N(0, 0.1)``.
+    """
 
     xml_file: ClassVar[str] = "half_cheetah.xml"
     frame_skip: int = 5
     camera_distance: ClassVar[float] = 4.0
     reset_noise_scale: ClassVar[float] = 0.1
+    RLLAB_QPOS_NOISE: ClassVar[float] = 0.01
+    TORSO: ClassVar[int] = 1
+    """Body index of the torso, the root of the robot's kinematic tree."""
+
+    def __init__(self, variant: str | None = None, horizon: int | None = None) -> None:
+        spec = self.variants.get(self.default_variant if variant is None else variant)
+        self.rllab = bool(spec is not None and spec.options.get("rllab", False))
+        self.needs_subtree_state = self.rllab
+        super().__init__(variant=variant, horizon=horizon)
 
     def reset_state(self, rng: np.random.Generator) -> tuple[Array, Array]:
         scale = self.reset_noise_scale
-        qpos = self.init_qpos + rng.uniform(low=-scale, high=scale, size=self.model.nq)
+        if self.rllab:
+            qpos = self.init_qpos + self.RLLAB_QPOS_NOISE * rng.standard_normal(self.model.nq)
+        else:
+            qpos = self.init_qpos + rng.uniform(low=-scale, high=scale, size=self.model.nq)
         qvel = self.init_qvel + scale * rng.standard_normal(self.model.nv)
         return qpos, qvel
 
     def observe(self, state: dict[str, Array]) -> Array:
-        return np.concatenate([state["qpos"][:, 1:], state["qvel"]], axis=1)
+        parts = [state["qpos"][:, 1:], state["qvel"]]
+        if self.rllab:
+            parts.append(state["subtree_com"][:, self.TORSO])
+        return np.concatenate(parts, axis=1)
 
     def x_velocity(self, before: dict[str, Array], state: dict[str, Array]) -> Array:
-        """Forward velocity of the root over the env step, ``[n]`` (m/s)."""
+        """Forward velocity, ``[n]`` (m/s): of the root over the env step, or (``rllab``) of
+        the centre of mass after it."""
+        if self.rllab:
+            return state["subtree_linvel"][:, self.TORSO, 0].copy()
         return (state["qpos"][:, 0] - before["qpos"][:, 0]) / self.dt
 
 
@@ -121,7 +146,7 @@ class AntRobot(MujocoTaskFamily):
 
     xml_file: ClassVar[str] = "ant.xml"
     frame_skip: int = 5
-    gather: ClassVar[tuple[str, ...]] = ("qpos", "qvel", "cfrc_ext")
+    gather: tuple[str, ...] = ("qpos", "qvel", "cfrc_ext")
     needs_contact_forces: ClassVar[bool] = True
     camera_distance: ClassVar[float] = 4.0
     reset_noise_scale: ClassVar[float] = 0.1
@@ -181,7 +206,7 @@ class HumanoidRobot(MujocoTaskFamily):
 
     xml_file: ClassVar[str] = "humanoid.xml"
     frame_skip: int = 5
-    gather: ClassVar[tuple[str, ...]] = (
+    gather: tuple[str, ...] = (
         "qpos",
         "qvel",
         "cinert",

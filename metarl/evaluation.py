@@ -428,7 +428,8 @@ class PublishedCurve:
 
     Attributes:
         returns: mean return after 0, 1, 2, ... adaptation steps.
-        variant, horizon: the family variant and episode length of the paper.
+        variants, horizon: the family variants that simulate the paper's setting, and its
+            episode length.
         episodes_per_step: rollouts per adaptation step.
         num_tasks: test tasks averaged over.
         step_sizes: the inner step sizes of the test.
@@ -436,7 +437,7 @@ class PublishedCurve:
     """
 
     returns: tuple[float, ...]
-    variant: str
+    variants: tuple[str, ...]
     horizon: int
     episodes_per_step: int
     num_tasks: int = 40
@@ -444,14 +445,16 @@ class PublishedCurve:
     source: str = "Finn et al. 2017, Fig. 5 (MAML-TRPO, result files of the paper's code)"
 
 
+CHEETAH_AT_100HZ = ("maml-100hz", "maml-rllab")
+
 PUBLISHED_MAML_TRPO: dict[str, PublishedCurve] = {
     # The paper's cheetah ran at rllab's rate, one MuJoCo step per action: the maml-100hz
-    # variant (Gymnasium's v5 cheetah takes five).
-    "HalfCheetahVel": PublishedCurve((-129.5, -78.6, -66.6, -60.8), "maml-100hz", 200, 20),
-    "HalfCheetahDir": PublishedCurve((-50.7, 293.2, 313.5, 315.7), "maml-100hz", 200, 20),
-    "AntVel": PublishedCurve((30.6, 96.7, 100.1, 101.4), "maml", 200, 20),
-    "AntDir": PublishedCurve((8.7, 499.1, 500.7, 499.1), "maml", 200, 40),
-    "Point2DNav": PublishedCurve((-40.4, -11.7, -3.3, -3.2), "maml", 100, 20),
+    # and maml-rllab variants (Gymnasium's v5 cheetah takes five).
+    "HalfCheetahVel": PublishedCurve((-129.5, -78.6, -66.6, -60.8), CHEETAH_AT_100HZ, 200, 20),
+    "HalfCheetahDir": PublishedCurve((-50.7, 293.2, 313.5, 315.7), CHEETAH_AT_100HZ, 200, 20),
+    "AntVel": PublishedCurve((30.6, 96.7, 100.1, 101.4), ("maml",), 200, 20),
+    "AntDir": PublishedCurve((8.7, 499.1, 500.7, 499.1), ("maml",), 200, 40),
+    "Point2DNav": PublishedCurve((-40.4, -11.7, -3.3, -3.2), ("maml",), 100, 20),
 }
 """MAML-TRPO's mean return over 40 test tasks after 0..3 steps (REFERENCE.md). Returns are
 comparable only under the same horizon, task range, action scaling and simulation rate."""
@@ -467,7 +470,7 @@ def published_reference(
     where the agent's own step size is the paper's 0.1 by default).
     """
     ref = PUBLISHED_MAML_TRPO.get(family)
-    if ref is None or ref.variant != variant or ref.horizon != horizon:
+    if ref is None or variant not in ref.variants or ref.horizon != horizon:
         return None
     if protocol.num_tasks != ref.num_tasks or protocol.episodes_per_step != ref.episodes_per_step:
         return None
@@ -747,7 +750,8 @@ class EvalResult:
 def _published_from_json(data: dict[str, Any]) -> PublishedCurve:
     return PublishedCurve(
         returns=tuple(float(v) for v in data["returns"]),
-        variant=str(data["variant"]),
+        # Results written before the curves named several variants carry one.
+        variants=tuple(str(v) for v in data.get("variants", [data.get("variant")])),
         horizon=int(data["horizon"]),
         episodes_per_step=int(data["episodes_per_step"]),
         num_tasks=int(data["num_tasks"]),

@@ -216,3 +216,57 @@ def test_100hz_variant_takes_one_mujoco_step_per_action(name: str) -> None:
         assert info["x_velocity"] == pytest.approx(v_x, rel=1e-12)
     # The default variant keeps Gymnasium's rate.
     assert make(name).dt == pytest.approx(DT, rel=1e-15)
+
+
+@pytest.mark.parametrize("name", ["HalfCheetahVel", "HalfCheetahDir"])
+def test_rllab_variant_observes_and_rewards_the_centre_of_mass(name: str) -> None:
+    """``maml-rllab``: rllab's ``MujocoEnv``. A bare MuJoCo loop with one ``mj_step`` per action
+    followed by ``mj_forward`` (rllab's ``model.forward()``) and ``mj_subtreeVel`` gives the
+    observation ``[qpos[1:], qvel, torso subtree com]`` and the reward's forward velocity as the
+    subtree's centre-of-mass velocity."""
+    import mujoco
+
+    env = make(name, variant="maml-rllab")
+    assert env.dt == pytest.approx(0.01, rel=1e-15)
+    assert env.observation_space.shape == (20,)
+    obs, _ = env.reset(seed=4)
+    task = Task({"velocity": 1.3}) if name == "HalfCheetahVel" else Task({"direction": -1.0})
+    env.set_task(task)
+    data = env._batch.datas[0]  # type: ignore[attr-defined]
+    model = env._batch.models[0]  # type: ignore[attr-defined]
+    torso = model.body("torso").id
+    bare = mujoco.MjData(model)
+    bare.qpos[:], bare.qvel[:] = data.qpos, data.qvel
+    mujoco.mj_forward(model, bare)
+    np.testing.assert_array_equal(obs[-3:], bare.subtree_com[torso])
+    gaps = []
+    for action in actions(60, seed=2):
+        root_x = float(bare.qpos[0])
+        bare.ctrl[:] = action
+        mujoco.mj_step(model, bare)
+        mujoco.mj_forward(model, bare)
+        mujoco.mj_subtreeVel(model, bare)
+        obs, reward, _, _, info = env.step(action)
+        expected = np.concatenate([bare.qpos[1:], bare.qvel, bare.subtree_com[torso]])
+        np.testing.assert_allclose(obs, expected, rtol=1e-12, atol=1e-12)
+        v_com = float(bare.subtree_linvel[torso, 0])
+        forward = -abs(v_com - 1.3) if name == "HalfCheetahVel" else -v_com
+        ctrl = -CTRL * float(np.sum(np.square(action.astype(np.float64))))
+        assert reward == pytest.approx(forward + ctrl, rel=1e-9, abs=1e-9)
+        assert info["x_velocity"] == pytest.approx(v_com, rel=1e-12, abs=1e-12)
+        gaps.append(abs(v_com - (float(bare.qpos[0]) - root_x) / 0.01))
+    # The centre of mass is not the root: the velocities the two variants reward differ.
+    assert max(gaps) > 0.05
+
+
+def test_rllab_variant_resets_with_rllabs_noise() -> None:
+    """qpos + N(0, 0.01) (Gymnasium: U(-0.1, 0.1)) and qvel + N(0, 0.1), per coordinate."""
+    family = HalfCheetahDir(variant="maml-rllab")
+    rng = np.random.default_rng(0)
+    draws = [family.reset_state(rng) for _ in range(2000)]
+    qpos = np.stack([q for q, _ in draws]) - family.init_qpos
+    qvel = np.stack([v for _, v in draws]) - family.init_qvel
+    assert qpos.std() == pytest.approx(0.01, rel=0.05)
+    assert np.abs(qpos).max() > 0.03  # Gaussian tails, never reached by U(-0.01, 0.01)
+    assert qvel.std() == pytest.approx(0.1, rel=0.05)
+    assert HalfCheetahDir().observation_space.shape == (17,)

@@ -112,6 +112,15 @@ def test_published_reference_only_where_the_setting_matches() -> None:
     assert published_reference("HalfCheetahDir", "maml", 200, paper) is None
     cheetah = published_reference("HalfCheetahDir", "maml-100hz", 200, paper)
     assert cheetah is not None and cheetah.returns[1] == 293.2
+    assert published_reference("HalfCheetahDir", "maml-rllab", 200, paper) is cheetah
+    # Results store the curve; those written when a curve had one variant still load.
+    from dataclasses import asdict
+
+    from metarl.evaluation import _published_from_json
+
+    assert _published_from_json(json.loads(json.dumps(asdict(cheetah)))) == cheetah
+    old = {k: v for k, v in asdict(cheetah).items() if k != "variants"} | {"variant": "maml-100hz"}
+    assert _published_from_json(old).variants == ("maml-100hz",)
     assert published_reference("HumanoidDir", "pearl", 200, paper) is None  # no table
     ant = published_reference("AntDir", "maml", 200, make_protocol("paper", "AntDir"))
     assert ant is not None and ant.episodes_per_step == 40
