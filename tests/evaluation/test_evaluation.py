@@ -82,6 +82,8 @@ def test_protocol_presets_and_overrides() -> None:
     assert (paper.num_tasks, paper.num_steps, paper.episodes_per_step) == (40, 3, 20)
     assert paper.step_sizes == (0.1, 0.05, 0.05)
     assert make_protocol("paper", "AntDir").episodes_per_step == 40
+    # The AntDir test script's later steps: learning rate 0.01 x 0.1.
+    assert make_protocol("paper", "AntDir").step_sizes == (0.1, 0.001, 0.001)
     custom = make_protocol("quick", "Point2DNav", num_tasks=3, seeds=[4])
     assert (custom.name, custom.num_tasks, custom.seeds) == ("custom", 3, (4,))
     assert make_protocol("quick", "Point2DNav", num_tasks=None).name == "quick"
