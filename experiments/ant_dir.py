@@ -2,8 +2,9 @@
 
 Paper preset: ``--algo maml-trpo --preset paper`` follows Finn et al. 2017's AntDir run:
 meta-batch 40, 40 episodes per task, inner step 0.1, TRPO max KL 0.01, a (100, 100) ReLU policy,
-575 iterations at H = 200; ``metarl eval RUN --protocol paper`` (40 rollouts per step for this
-family) compares with the published 8.7 / 499.1 / 500.7 / 499.1. No published setting for
+575 iterations at H = 200; ``metarl eval RUN --protocol paper`` (for this family, as its test
+script: 40 rollouts per step, step size 0.1 then 0.001) compares with the published
+8.7 / 499.1 / 500.7 / 499.1. No published setting for
 Reptile-PPO or RL^2-PPO on this family.
 
 Usage::
