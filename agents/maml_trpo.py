@@ -250,16 +250,12 @@ class MAMLTRPO(MetaAgent):
     def preset(cls, name: str, family: str) -> MAMLTRPOConfig:
         """Named hyperparameters for a family.
 
-        ``default``: pytorch-maml-rl (40 tasks x 20 episodes, (64, 64) tanh, 500 iterations),
-        with the TRPO curvature estimated from every fifth step (``hvp_subsample=0.2``, as
-        OpenAI Baselines' TRPO does for its Fisher products): its steps are as good as the
-        exact curvature's and the outer step costs a third as much on a CPU.
+        ``default``: pytorch-maml-rl (40 tasks x 20 episodes, (64, 64) tanh, 500 iterations).
         ``paper``: Finn et al. 2017 ((100, 100) ReLU; episodes, iterations and max KL per
-        family as in the paper's result files; the exact curvature). ``quick``: a few minutes on a
-        laptop CPU (exact; its batches are small).
+        family as in the paper's result files). ``quick``: a few minutes on a laptop CPU.
         """
         if name == "default":
-            return MAMLTRPOConfig(hvp_subsample=0.2)
+            return MAMLTRPOConfig()
         if name == "paper":
             return MAMLTRPOConfig(
                 iterations=PAPER_ITERATIONS.get(family, 500),
