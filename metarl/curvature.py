@@ -92,7 +92,7 @@ class _Linearization:
             r_in.append(r_h)
             r = torch.baddbmm(v[b_key].unsqueeze(1), self.inputs[layer], v[w_key].mT)
             if r_h is not None:
-                r = torch.baddbmm(r, r_h, self.weights[layer].mT)
+                r.baddbmm_(r_h, self.weights[layer].mT)
             if layer == len(self.keys) - 1:
                 return r, r_z, r_in
             r_z.append(r)
@@ -123,12 +123,13 @@ class _Linearization:
         v: Params,
         r_top: Tensor,
         deltas: list[Tensor],
-        es: list[Tensor],
+        d2e: list[Tensor | None],
         r_z: list[Tensor],
         r_in: list[Tensor | None],
     ) -> dict[str, Tensor]:
         """The directional derivative along ``v`` of :meth:`vjp`'s gradients, where the output
-        cotangent (``deltas[-1]``) itself changes by ``r_top``."""
+        cotangent (``deltas[-1]``) itself changes by ``r_top``; ``d2e[l]`` is ``phi''(z) * e``
+        of hidden layer ``l`` (None where ``phi''`` is zero), ``e`` from :meth:`vjp`."""
         out: dict[str, Tensor] = {}
         r_delta = r_top
         for layer in range(len(self.keys) - 1, -1, -1):
@@ -137,16 +138,16 @@ class _Linearization:
             grad_w = torch.bmm(self.inputs_t[layer], r_delta)
             r_input = r_in[layer]
             if r_input is not None:
-                grad_w = grad_w.baddbmm(r_input.mT, delta)
+                grad_w.baddbmm_(r_input.mT, delta)
             out[w_key] = grad_w.mT
             out[b_key] = r_delta.sum(1)
             if layer == 0:
                 break
-            r_e = torch.bmm(delta, v[w_key]).baddbmm(r_delta, self.weights[layer])
-            r_delta = self.d1[layer - 1] * r_e
-            d2 = self.d2[layer - 1]
-            if d2 is not None:
-                r_delta = r_delta.addcmul(d2 * r_z[layer - 1], es[layer - 1])
+            r_e = torch.bmm(delta, v[w_key]).baddbmm_(r_delta, self.weights[layer])
+            r_delta = r_e.mul_(self.d1[layer - 1])
+            curvature = d2e[layer - 1]
+            if curvature is not None:
+                r_delta.addcmul_(curvature, r_z[layer - 1])
         return out
 
 
@@ -176,7 +177,8 @@ class PolicyGradientCurvature:
         self.cross = 2.0 * wa * diff * inv_var  # d2 l / d mean d log_std
         self.log_std_hessian = (2.0 * wa * diff * diff * inv_var).sum(1)  # [K, A]
         residual = -wa * diff * inv_var  # d l / d mean
-        grads, self.deltas, self.es = self.net.vjp(residual)
+        grads, self.deltas, es = self.net.vjp(residual)
+        self.d2e = [None if d2 is None else d2 * e for d2, e in zip(self.net.d2, es, strict=True)]
         grads["log_std"] = (wa * (1.0 - diff * diff * inv_var)).sum(1)
         self.grad = grads
 
@@ -189,7 +191,7 @@ class PolicyGradientCurvature:
         r_mean, r_z, r_in = self.net.jvp(v)
         v_log_std = v["log_std"].unsqueeze(1)
         r_top = self.mean_hessian * r_mean + self.cross * v_log_std
-        out = self.net.second_order_vjp(v, r_top, self.deltas, self.es, r_z, r_in)
+        out = self.net.second_order_vjp(v, r_top, self.deltas, self.d2e, r_z, r_in)
         out["log_std"] = (self.cross * r_mean).sum(1) + self.log_std_hessian * v["log_std"]
         return out
 
