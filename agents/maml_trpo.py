@@ -4,9 +4,11 @@ MAML learns an initialization ``theta`` from which ``num_adapt_steps`` vanilla p
 steps adapt to a new task: ``theta_k = theta - adapt_lr * grad L_k(theta)``, the inner loss
 ``L_k`` being REINFORCE with a linear feature baseline on episodes of task k. The outer step is
 TRPO on the loss of the adapted policies on fresh episodes, differentiated through the inner
-steps (second order; ``first_order=True`` drops the inner Hessian). All tasks of a meta-batch
+steps (second order; ``first_order=True`` drops the inner Hessian). The tasks of a meta-batch
 are handled together: their parameter sets are stacked on a leading task axis and evaluated
-with ``torch.func.vmap``, and one backward pass gives every task's inner gradient.
+as batched matrix multiplies, and one backward pass gives every task's inner gradient. On a
+GPU every pass takes all tasks at once; on a CPU it takes them in cache-sized groups
+(``cpu_chunk_steps``), which changes nothing but rounding.
 
 The TRPO step follows pytorch-maml-rl's ``maml_trpo.py``: conjugate gradient on the Hessian of
 the mean KL between the sampling policies and the adapted ones, then a backtracking line search
