@@ -315,13 +315,23 @@ class MAMLTRPO(MetaAgent):
         return [slice(a, min(a + size, K)) for a in range(0, K, size)]
 
     def _adapted(self, params: Params, steps: TaskSteps, lr: float) -> Params:
-        """:meth:`_inner_step` without a graph, group by group: the adapted parameters."""
-        parts = [
-            self._detached(
-                self._inner_step({k: v[g] for k, v in params.items()}, steps.tasks(g), lr, False)
-            )
-            for g in self._task_groups(steps)
-        ]
+        """:meth:`_inner_step` without a graph, group by group: the adapted parameters.
+
+        ``params`` may be constants (the result of an earlier step): the step differentiates
+        the inner loss at them all the same."""
+        with torch.enable_grad():
+            params = {
+                k: v if v.requires_grad else v.detach().requires_grad_(True)
+                for k, v in params.items()
+            }
+            parts = [
+                self._detached(
+                    self._inner_step(
+                        {k: v[g] for k, v in params.items()}, steps.tasks(g), lr, False
+                    )
+                )
+                for g in self._task_groups(steps)
+            ]
         return {k: torch.cat([part[k] for part in parts]) for k in params}
 
     def _old_distribution(self, adapted: Params, valid: TaskSteps) -> tuple[Tensor, Tensor]:
@@ -526,7 +536,6 @@ class MAMLTRPO(MetaAgent):
 
         # Inner loop: sample, then step, num_adapt_steps times (fresh episodes each step).
         train_batches: list[EpisodeBatch] = []
-        train_advs: list[Tensor] = []
         train: list[TaskSteps] = []
         adapted: Params | None = None
         for _ in range(cfg.num_adapt_steps):
@@ -535,7 +544,6 @@ class MAMLTRPO(MetaAgent):
             sample_time += time.perf_counter() - t0
             adv = self._advantages(batch)
             train_batches.append(batch)
-            train_advs.append(adv)
             train.append(TaskSteps.pack(batch, adv))
             start = self._theta_as_tasks(self.policy.params(), K) if adapted is None else adapted
             adapted = self._adapted(start, train[-1], cfg.adapt_lr)
@@ -652,9 +660,7 @@ class MAMLTRPO(MetaAgent):
         start = (
             self._theta_as_tasks(self.policy.params(), policy.num_tasks)
             if policy.params is None
-            else {
-                k: v.to(self.device).detach().requires_grad_(True) for k, v in policy.params.items()
-            }
+            else {k: v.to(self.device) for k, v in policy.params.items()}
         )
         steps = TaskSteps.pack(episodes, self._advantages(episodes))
         new = self._adapted(start, steps, self.config.adapt_lr if lr is None else lr)

@@ -380,3 +380,40 @@ def test_task_groups_change_nothing_but_rounding(
         expected = reference(v)
         torch.testing.assert_close(structured(v), expected, rtol=1e-9, atol=1e-11)
         torch.testing.assert_close(autograd(v), expected, rtol=1e-9, atol=1e-11)
+
+
+def test_two_inner_steps_meta_gradient_matches_finite_differences(setup: Setup) -> None:
+    """Two inner steps (the second on fresh episodes, from the first step's result): the
+    grouped second-order gradient against central differences of the objective."""
+    from metarl.optim import flat_grad
+
+    agent = make_agent(cpu_chunk_steps=44)
+    second = TaskSteps.pack(make_batch(3), agent._advantages(make_batch(3)))
+    train = [setup.steps, second]
+    theta = agent.policy.params()
+    first = agent._adapted(agent._theta_as_tasks(theta, K), setup.steps, 0.3)
+    adapted = agent._adapted(first, second, 0.3)
+    old = agent._old_distribution(adapted, setup.valid_steps)
+    _, kl, grad = agent._outer_by_groups(theta, train, setup.valid_steps, old, True, True)
+    assert kl.item() == pytest.approx(0.0, abs=1e-12)
+    assert grad is not None
+    gen = torch.Generator().manual_seed(6)
+    eps = 1e-6
+    for _ in range(2):
+        direction = torch.randn(grad.numel(), generator=gen, dtype=torch.float64)
+        chunks = torch.split(direction, [p.numel() for p in theta.values()])
+
+        def at(sign: float, chunks: tuple[torch.Tensor, ...] = chunks) -> float:
+            moved = {
+                n: (p + sign * eps * c.view_as(p)).detach().requires_grad_(True)
+                for (n, p), c in zip(theta.items(), chunks, strict=True)
+            }
+            return agent.meta_objective(moved, train, setup.valid_steps, old, False)[0].item()
+
+        fd = (at(1.0) - at(-1.0)) / (2 * eps)
+        assert float(grad @ direction) == pytest.approx(fd, rel=1e-5, abs=1e-8)
+    # The two-step gradient is not the one-step one.
+    one_step = flat_grad(
+        agent.meta_objective(theta, [setup.steps], setup.valid_steps, old, True)[0], theta
+    )
+    assert not torch.allclose(one_step, grad)

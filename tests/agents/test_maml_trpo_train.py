@@ -272,3 +272,15 @@ def test_a_step_the_line_search_rejects_is_never_applied() -> None:
     assert metrics["trpo/accepted"] == 0.0 and metrics["trpo/step_fraction"] == 0.0
     for name, value in agent.policy.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_two_inner_steps_train_within_the_trust_region(tmp_path: Path, first_order: bool) -> None:
+    # The second inner step starts from constants (the first step's adapted parameters).
+    config = replace(TINY, iterations=3, num_adapt_steps=2, first_order=first_order)
+    run_dir = tmp_path / "run"
+    train("maml-trpo", RunArgs(env="Point2DNav", seed=0, run_dir=run_dir, progress=False), config)
+    table = rows(run_dir)
+    assert len(table) == 3
+    assert all(float(r["trpo/kl"]) <= config.max_kl * 1.0001 for r in table)
+    assert any(float(r["trpo/accepted"]) == 1.0 for r in table)
