@@ -32,24 +32,30 @@ Params = Mapping[str, Tensor]
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": torch.nn.functional.elu}
 
 
-def _derivatives(activation: str, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``(phi'(z), phi''(z))`` of the activation at ``z`` (with ``h = phi(z)``); None: zero."""
+def _derivatives(
+    activation: str, z: Tensor, h: Tensor, second: bool
+) -> tuple[Tensor, Tensor | None]:
+    """``(phi'(z), phi''(z))`` of the activation at ``z`` (with ``h = phi(z)``); None for
+    ``phi''`` where it is zero or not asked for (``second=False``)."""
     if activation == "tanh":
         d1 = 1.0 - h * h
-        return d1, -2.0 * h * d1
+        return d1, (-2.0 * h * d1 if second else None)
     if activation == "relu":
         return (z > 0).to(z.dtype), None
     if activation == "elu":  # alpha = 1: phi = exp(z) - 1 for z <= 0
         negative = z <= 0
         d = torch.where(negative, h + 1.0, torch.ones_like(h))
-        return d, torch.where(negative, h + 1.0, torch.zeros_like(h))
+        return d, (torch.where(negative, h + 1.0, torch.zeros_like(h)) if second else None)
     raise AssertionError(activation)
 
 
 class _Linearization:
-    """The mean network at per-task parameters on ``obs [K, N, obs_dim]``, forward cached."""
+    """The mean network at per-task parameters on ``obs [K, N, obs_dim]``, forward cached
+    (with each activation's second derivative only if ``second_order``)."""
 
-    def __init__(self, policy: GaussianMLPPolicy, params: Params, obs: Tensor) -> None:
+    def __init__(
+        self, policy: GaussianMLPPolicy, params: Params, obs: Tensor, second_order: bool
+    ) -> None:
         self.keys = [
             (f"mean_net.{i}.weight", f"mean_net.{i}.bias")
             for i, layer in enumerate(policy.mean_net)
@@ -78,7 +84,7 @@ class _Linearization:
                     self.mean = z
                     break
                 h = act(z)
-                d1, d2 = _derivatives(policy.activation, z, h)
+                d1, d2 = _derivatives(policy.activation, z, h, second_order)
                 self.d1.append(d1)
                 self.d2.append(d2)
 
@@ -168,7 +174,7 @@ class PolicyGradientCurvature:
         advantages: Tensor,
         weights: Tensor,
     ) -> None:
-        self.net = _Linearization(policy, params, obs)
+        self.net = _Linearization(policy, params, obs, second_order=True)
         log_std = params["log_std"].detach()  # [K, A]
         inv_var = torch.exp(-2.0 * log_std).unsqueeze(1)  # [K, 1, A]
         diff = actions - self.net.mean
@@ -203,7 +209,7 @@ class FisherProduct:
     def __init__(
         self, policy: GaussianMLPPolicy, params: Params, obs: Tensor, weights: Tensor
     ) -> None:
-        self.net = _Linearization(policy, params, obs)
+        self.net = _Linearization(policy, params, obs, second_order=False)
         inv_var = torch.exp(-2.0 * params["log_std"].detach()).unsqueeze(1)
         self.scale = weights.unsqueeze(-1) * inv_var  # [K, N, A]
         self.log_std_scale = 2.0 * weights.sum(1, keepdim=True)  # [K, 1]
