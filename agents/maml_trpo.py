@@ -8,7 +8,10 @@ steps (second order; ``first_order=True`` drops the inner Hessian). The tasks of
 are handled together: their parameter sets are stacked on a leading task axis and evaluated
 as batched matrix multiplies, and one backward pass gives every task's inner gradient. On a
 GPU every pass takes all tasks at once; on a CPU it takes them in cache-sized groups
-(``cpu_chunk_steps``), which changes nothing but rounding.
+(``cpu_chunk_steps``), which changes nothing but rounding. With one second-order inner step
+(the papers' setting) the inner loss's derivatives are written out (:mod:`metarl.curvature`)
+and cached once an iteration: the inner step, the outer gradient and TRPO's curvature products
+all read the same forward passes.
 
 The TRPO step follows pytorch-maml-rl's ``maml_trpo.py``: conjugate gradient on the Hessian of
 the mean KL between the sampling policies and the adapted ones, then a backtracking line search
@@ -219,6 +222,95 @@ class TaskSteps:
     def task_mean(self, x: Tensor) -> Tensor:
         """Each task's mean of ``x [K, N]`` over its valid steps: ``[K]``."""
         return (x * self.weights).sum(1)
+
+
+class _OneStep:
+    """One inner step of every task with what the outer step needs cached, group by group.
+
+    Built on the inner loop's episodes (one :class:`~metarl.curvature.PolicyGradientCurvature`
+    per task group), it gives the adapted parameters the post-adaptation episodes are sampled
+    with. Once those episodes are attached (one :class:`~metarl.curvature.FisherProduct` per
+    group, at the adapted parameters), it gives the sampling policies' distributions, the
+    second-order outer gradient at the current ``theta`` and the products of the KL's Hessian,
+    all from forward passes cached once: the inner loss's forward and backward pass and the
+    adapted policies' forward pass each run once an iteration.
+
+    At the current ``theta`` the adapted policies are the sampling ones, so the importance
+    ratios are 1: the outer gradient is ``mean_k J_k^T g_k`` and the KL's Hessian
+    ``mean_k J_k^T F_k J_k``, with ``J_k = I - adapt_lr * (Hessian of task k's inner loss)``,
+    ``g_k`` task k's policy gradient at its adapted parameters on its fresh episodes and ``F_k``
+    the adapted policy's Fisher matrix there.
+    """
+
+    def __init__(
+        self, policy: GaussianMLPPolicy, lr: float, train: TaskSteps, groups: list[slice]
+    ) -> None:
+        self.policy, self.lr, self.groups = policy, lr, groups
+        self.like = {k: v.detach() for k, v in policy.params().items()}
+        self.inner: list[PolicyGradientCurvature] = []
+        self.fisher: list[FisherProduct] = []
+        parts = []
+        for g in groups:
+            n = g.stop - g.start
+            theta = {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in self.like.items()}
+            t = train.tasks(g)
+            inner = PolicyGradientCurvature(
+                policy, theta, t.obs, t.actions, t.advantages, t.weights
+            )
+            gradient = inner.gradient()
+            parts.append({k: theta[k] - lr * gradient[k] for k in theta})
+            self.inner.append(inner)
+        self.adapted: Params = {k: torch.cat([part[k] for part in parts]) for k in self.like}
+        """Every task's parameters after its inner step, ``[K, ...]``."""
+
+    def attach(self, valid: TaskSteps) -> tuple[Tensor, Tensor]:
+        """Cache the adapted policies' forward pass on ``valid``; their ``(mean, log_std)`` on
+        ``valid.obs`` (each ``[K, N, act_dim]``), the outer loss's sampling distributions."""
+        self.valid = valid
+        self.fisher = [
+            FisherProduct(
+                self.policy,
+                {k: v[g] for k, v in self.adapted.items()},
+                valid.obs[g],
+                valid.weights[g],
+            )
+            for g in self.groups
+        ]
+        mean = torch.cat([f.mean for f in self.fisher])
+        return mean, self.adapted["log_std"].unsqueeze(1).expand_as(mean)
+
+    def _pull_back(self, inner: PolicyGradientCurvature, u: Params) -> list[Tensor]:
+        """``sum_k J_k^T u[k]`` over a group's tasks, one tensor per parameter."""
+        inner_u = inner.hvp(u)
+        return [(u[k] - self.lr * inner_u[k]).sum(0) for k in self.like]
+
+    def meta_gradient(self) -> Tensor:
+        """The outer loss's flat gradient in ``theta`` at the current ``theta``."""
+        total = [torch.zeros_like(p) for p in self.like.values()]
+        for g, inner, fisher in zip(self.groups, self.inner, self.fisher, strict=True):
+            outer = fisher.policy_gradient(self.valid.actions[g], self.valid.advantages[g])
+            for i, part in enumerate(self._pull_back(inner, outer)):
+                total[i] += part
+        return flatten_params(total) / self.valid.num_tasks
+
+    def hvp(self, damping: float) -> Callable[[Tensor], Tensor]:
+        """``v -> (H + damping I) v``, ``H = mean_k J_k^T F_k J_k``: two inner Hessian-vector
+        products and one Fisher-vector product per task, written out layer by layer."""
+        K = self.valid.num_tasks
+
+        def product(v: Tensor) -> Tensor:
+            directions = unflatten_params(v, self.like)
+            total = [torch.zeros_like(p) for p in self.like.values()]
+            for g, inner, fisher in zip(self.groups, self.inner, self.fisher, strict=True):
+                n = g.stop - g.start
+                parts = {k: p.unsqueeze(0).expand(n, *p.shape) for k, p in directions.items()}
+                inner_v = inner.hvp(parts)
+                fu = fisher.fvp({k: parts[k] - self.lr * inner_v[k] for k in parts})
+                for i, part in enumerate(self._pull_back(inner, fu)):
+                    total[i] += part
+            return flatten_params(total) / K + damping * v
+
+        return product
 
 
 class MAMLTRPO(MetaAgent):
@@ -483,45 +575,13 @@ class MAMLTRPO(MetaAgent):
     def _structured_hvp(
         self, train: TaskSteps, valid: TaskSteps, damping: float
     ) -> Callable[[Tensor], Tensor]:
-        """``v -> (H + damping I) v`` for one inner step, with ``H = mean_k J_k^T F_k J_k``.
-
-        At the current ``theta`` the adapted policies are the sampling ones, so the KL's
-        gradient in the adapted parameters is zero and its Hessian in ``theta`` is exactly
-        ``J^T F J``: ``J_k = I - adapt_lr * (Hessian of task k's inner loss)`` and ``F_k`` the
-        Fisher matrix of the adapted policy. Each product is two inner Hessian-vector products
-        and one Fisher-vector product, written out layer by layer (:mod:`metarl.curvature`)
-        over forward passes cached once (per task group), instead of a backward pass through
-        the whole second-order graph.
-        """
-        K, lr = valid.num_tasks, self.config.adapt_lr
-        like = self.policy.params()
-        groups = []
-        for g in self._task_groups(train, valid):
-            n = g.stop - g.start
-            theta = {k: v.detach().unsqueeze(0).expand(n, *v.shape) for k, v in like.items()}
-            t = train.tasks(g)
-            inner = PolicyGradientCurvature(
-                self.policy, theta, t.obs, t.actions, t.advantages, t.weights
-            )
-            gradient = inner.gradient()
-            adapted = {k: theta[k] - lr * gradient[k] for k in theta}
-            fisher = FisherProduct(self.policy, adapted, valid.obs[g], valid.weights[g])
-            groups.append((n, inner, fisher))
-
-        def hvp(v: Tensor) -> Tensor:
-            directions = unflatten_params(v, like)
-            total = [torch.zeros_like(p) for p in like.values()]
-            for n, inner, fisher in groups:
-                parts = {k: p.unsqueeze(0).expand(n, *p.shape) for k, p in directions.items()}
-                inner_v = inner.hvp(parts)
-                u = {k: parts[k] - lr * inner_v[k] for k in parts}
-                fu = fisher.fvp(u)
-                inner_fu = inner.hvp(fu)
-                for i, k in enumerate(like):
-                    total[i] += (fu[k] - lr * inner_fu[k]).sum(0)
-            return flatten_params(total) / K + damping * v
-
-        return hvp
+        """``v -> (H + damping I) v`` for one inner step, ``H`` the Hessian of
+        :meth:`_curvature_kl` on ``train`` and ``valid`` (a subsample of the episodes, or all),
+        as :class:`_OneStep` writes it out: exactly ``mean_k J_k^T F_k J_k``, because the KL's
+        gradient in the adapted parameters is zero at the current ``theta``."""
+        one = _OneStep(self.policy, self.config.adapt_lr, train, self._task_groups(train, valid))
+        one.attach(valid)
+        return one.hvp(damping)
 
     # -- meta-training -----------------------------------------------------------------------
     def train_step(
@@ -532,7 +592,11 @@ class MAMLTRPO(MetaAgent):
         if K == 0:
             raise ValueError("maml-trpo: train_step needs at least one task")
         t_start = time.perf_counter()
-        sample_time = 0.0
+        sample_time = opt_time = 0.0
+        # One second-order inner step: its curvature is written out and cached (_OneStep).
+        # Otherwise (more steps, first order) autograd differentiates through the steps.
+        one: _OneStep | None = None
+        structured = cfg.num_adapt_steps == 1 and not cfg.first_order
 
         # Inner loop: sample, then step, num_adapt_steps times (fresh episodes each step).
         train_batches: list[EpisodeBatch] = []
@@ -545,23 +609,38 @@ class MAMLTRPO(MetaAgent):
             adv = self._advantages(batch)
             train_batches.append(batch)
             train.append(TaskSteps.pack(batch, adv))
-            start = self._theta_as_tasks(self.policy.params(), K) if adapted is None else adapted
-            adapted = self._adapted(start, train[-1], cfg.adapt_lr)
+            t0 = time.perf_counter()
+            if structured:
+                # Groups sized for the post-adaptation batch too (as many episodes, as long).
+                groups = self._task_groups(train[-1], train[-1])
+                one = _OneStep(self.policy, cfg.adapt_lr, train[-1], groups)
+                adapted = one.adapted
+            else:
+                start = (
+                    self._theta_as_tasks(self.policy.params(), K) if adapted is None else adapted
+                )
+                adapted = self._adapted(start, train[-1], cfg.adapt_lr)
+            opt_time += time.perf_counter() - t0
         assert adapted is not None
         t0 = time.perf_counter()
         valid = self._sample(sampler, tasks, adapted, rng)
         sample_time += time.perf_counter() - t0
         valid_adv = self._advantages(valid)
         valid_steps = TaskSteps.pack(valid, valid_adv)
-        old_dist = self._old_distribution(adapted, valid_steps)
 
         t_opt = time.perf_counter()
         create_graph = not cfg.first_order
-
         theta = self.policy.params()
-        loss, _, grad = self._outer_by_groups(
-            theta, train, valid_steps, old_dist, create_graph, gradient=True
-        )
+        if one is not None:
+            # At the current theta the ratios are 1: the loss is minus the mean advantage.
+            old_dist = one.attach(valid_steps)
+            loss = -valid_steps.task_mean(valid_steps.advantages).mean()
+            grad: Tensor | None = one.meta_gradient()
+        else:
+            old_dist = self._old_distribution(adapted, valid_steps)
+            loss, _, grad = self._outer_by_groups(
+                theta, train, valid_steps, old_dist, create_graph, gradient=True
+            )
         assert grad is not None
         metrics: dict[str, float] = {}
         if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(grad).all()):
@@ -569,7 +648,10 @@ class MAMLTRPO(MetaAgent):
             metrics["trpo/nonfinite"] = 1.0
         else:
             *sub_train, sub_valid = self._curvature_steps([*train, valid_steps])
-            if cfg.num_adapt_steps == 1 and not cfg.first_order:
+            if one is not None and sub_valid is valid_steps:  # every step: the same batch
+                hvp = one.hvp(cfg.cg_damping)
+            elif one is not None:
+                one = None  # free the full batch's caches; the subsample's replace them
                 hvp = self._structured_hvp(sub_train[0], sub_valid, cfg.cg_damping)
             else:
                 hvp = self._autograd_hvp(sub_train, sub_valid, create_graph, cfg.cg_damping)
@@ -614,7 +696,7 @@ class MAMLTRPO(MetaAgent):
                     for name, p in self.policy.named_parameters():
                         p.copy_(result.params[name])
             metrics["trpo/nonfinite"] = 0.0
-        opt_time = time.perf_counter() - t_opt
+        opt_time += time.perf_counter() - t_opt
 
         pre = train_batches[0]
         steps = sum(b.num_steps for b in train_batches) + valid.num_steps

@@ -3,7 +3,8 @@
 Each benchmark builds its agent and sampler with :func:`build`, then calls
 :func:`run_iterations`, which times ``agent.train_step`` and splits every iteration into
 sampling and optimization (as the agent's own ``time/sampling`` and ``time/optimization``
-metrics report them) and the rest (advantages, baseline fits, inner steps).
+metrics report them, inner steps counted as optimization) and the rest
+(advantages, baseline fits, packing the batches).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def run_iterations(
             "sampling_s": m["time/sampling"],
             "optimization_s": m["time/optimization"],
             "optimization_share": m["time/optimization"] / total,
-            # Neither sampling nor the outer step: advantages, baseline fits, inner steps.
+            # Neither sampling nor optimization: advantages, baseline fits, packing.
             "other_s": total - m["time/sampling"] - m["time/optimization"],
             "env_steps": m["env_steps"],
             "env_steps_per_s": m["env_steps"] / total,

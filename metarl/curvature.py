@@ -49,6 +49,11 @@ def _derivatives(
     raise AssertionError(activation)
 
 
+def _inverse_variance(params: Params) -> Tensor:
+    """``exp(-2 log_std)`` of every task's policy, ``[K, 1, A]``."""
+    return torch.exp(-2.0 * params["log_std"].detach()).unsqueeze(1)
+
+
 class _Linearization:
     """The mean network at per-task parameters on ``obs [K, N, obs_dim]``, forward cached
     (with each activation's second derivative only if ``second_order``)."""
@@ -157,6 +162,17 @@ class _Linearization:
         return out
 
 
+def _policy_gradient(
+    net: _Linearization, inv_var: Tensor, actions: Tensor, wa: Tensor
+) -> tuple[dict[str, Tensor], list[Tensor], list[Tensor], Tensor]:
+    """Gradient of ``-sum_n wa[k, n] * log pi(actions[k, n])`` at ``net``'s parameters, with
+    :meth:`_Linearization.vjp`'s ``deltas`` and ``e`` and the residual ``actions - mean``."""
+    diff = actions - net.mean
+    grads, deltas, es = net.vjp(-wa * diff * inv_var)  # d l / d mean
+    grads["log_std"] = (wa * (1.0 - diff * diff * inv_var)).sum(1)
+    return grads, deltas, es, diff
+
+
 class PolicyGradientCurvature:
     """Gradient and Hessian-vector products of every task's policy-gradient loss.
 
@@ -175,18 +191,13 @@ class PolicyGradientCurvature:
         weights: Tensor,
     ) -> None:
         self.net = _Linearization(policy, params, obs, second_order=True)
-        log_std = params["log_std"].detach()  # [K, A]
-        inv_var = torch.exp(-2.0 * log_std).unsqueeze(1)  # [K, 1, A]
-        diff = actions - self.net.mean
+        inv_var = _inverse_variance(params)
         wa = (weights * advantages).unsqueeze(-1)  # [K, N, 1]
+        self.grad, self.deltas, es, diff = _policy_gradient(self.net, inv_var, actions, wa)
         self.mean_hessian = wa * inv_var  # d2 l / d mean2 (diagonal)
         self.cross = 2.0 * wa * diff * inv_var  # d2 l / d mean d log_std
         self.log_std_hessian = (2.0 * wa * diff * diff * inv_var).sum(1)  # [K, A]
-        residual = -wa * diff * inv_var  # d l / d mean
-        grads, self.deltas, es = self.net.vjp(residual)
         self.d2e = [None if d2 is None else d2 * e for d2, e in zip(self.net.d2, es, strict=True)]
-        grads["log_std"] = (wa * (1.0 - diff * diff * inv_var)).sum(1)
-        self.grad = grads
 
     def gradient(self) -> dict[str, Tensor]:
         """Every task's loss gradient at its parameters (``[K, ...]`` per name)."""
@@ -210,9 +221,22 @@ class FisherProduct:
         self, policy: GaussianMLPPolicy, params: Params, obs: Tensor, weights: Tensor
     ) -> None:
         self.net = _Linearization(policy, params, obs, second_order=False)
-        inv_var = torch.exp(-2.0 * params["log_std"].detach()).unsqueeze(1)
-        self.scale = weights.unsqueeze(-1) * inv_var  # [K, N, A]
+        self.weights = weights
+        self.inv_var = _inverse_variance(params)
+        self.scale = weights.unsqueeze(-1) * self.inv_var  # [K, N, A]
         self.log_std_scale = 2.0 * weights.sum(1, keepdim=True)  # [K, 1]
+
+    @property
+    def mean(self) -> Tensor:
+        """The policies' action means on the observations, ``[K, N, A]``."""
+        return self.net.mean
+
+    def policy_gradient(self, actions: Tensor, advantages: Tensor) -> dict[str, Tensor]:
+        """The gradient of ``-sum_n weights[k, n] * advantages[k, n] * log pi(actions[k, n] |
+        obs[k, n])`` at the policies' parameters (TRPO's importance-weighted loss has the same
+        gradient there, where the ratio is 1), from the cached forward pass."""
+        wa = (self.weights * advantages).unsqueeze(-1)
+        return _policy_gradient(self.net, self.inv_var, actions, wa)[0]
 
     def fvp(self, v: Params) -> dict[str, Tensor]:
         """Every task's Fisher matrix times ``v[k]``."""

@@ -382,6 +382,37 @@ def test_task_groups_change_nothing_but_rounding(
         torch.testing.assert_close(autograd(v), expected, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("chunk_steps", [0, 44])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_cached_one_step_gives_what_autograd_gives(
+    setup: Setup, chunk_steps: int, activation: str
+) -> None:
+    """What training reads from the cached one-step curvature (adapted parameters, sampling
+    distributions, outer loss and second-order gradient at theta) equals the autograd path."""
+    from metarl.agents.maml_trpo import _OneStep
+    from metarl.optim import flat_grad
+
+    agent = make_agent(cpu_chunk_steps=chunk_steps, activation=activation)
+    steps, valid = setup.steps, setup.valid_steps
+    groups = agent._task_groups(steps, valid)
+    assert len(groups) == (1 if chunk_steps == 0 else 2)
+    one = _OneStep(agent.policy, 0.3, steps, groups)
+    theta = agent.policy.params()
+    expected = agent._inner_step(agent._theta_as_tasks(theta, K), steps, 0.3, False)
+    for name in theta:
+        torch.testing.assert_close(
+            one.adapted[name], expected[name].detach(), rtol=1e-12, atol=1e-14
+        )
+    mean, log_std = one.attach(valid)
+    old = agent._old_distribution(agent._detached(expected), valid)
+    torch.testing.assert_close(mean, old[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(log_std, old[1], rtol=1e-12, atol=1e-14)
+    loss, kl = agent.meta_objective(theta, [steps], valid, old, True)
+    assert kl.item() == pytest.approx(0.0, abs=1e-12)
+    assert loss.item() == pytest.approx(-valid.task_mean(valid.advantages).mean().item(), abs=1e-12)
+    torch.testing.assert_close(one.meta_gradient(), flat_grad(loss, theta), rtol=1e-10, atol=1e-12)
+
+
 def test_two_inner_steps_meta_gradient_matches_finite_differences(setup: Setup) -> None:
     """Two inner steps (the second on fresh episodes, from the first step's result): the
     grouped second-order gradient against central differences of the objective."""

@@ -92,6 +92,27 @@ def test_fisher_product_is_the_kl_hessian(activation: str, hidden: tuple[int, ..
     assert_products_match(fisher.fvp, grads, params, seeds=(7, 8))
 
 
+@pytest.mark.parametrize(("activation", "hidden"), ARCHITECTURES)
+def test_fisher_products_policy_gradient_and_mean_match_autograd(
+    activation: str, hidden: tuple[int, ...]
+) -> None:
+    """The Fisher product's cached forward pass also gives the policies' means and their
+    policy gradient (what the MAML outer gradient reads at the sampling policies)."""
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(OBS, ACT, hidden, activation, init_std=0.8).double()
+    params = per_task_params(policy, 9)
+    obs, actions, advantages, weights = data(10)
+    mean, log_std = distribution(policy, params, obs)
+    losses = -(weights * advantages * gaussian_log_prob(actions, mean, log_std)).sum(1)
+    grads = torch.autograd.grad(losses.sum(), list(params.values()))
+    fisher = FisherProduct(policy, params, obs, weights)
+    torch.testing.assert_close(fisher.mean, mean.detach(), rtol=1e-12, atol=1e-14)
+    ours = fisher.policy_gradient(actions, advantages)
+    assert set(ours) == set(params)
+    for name, g in zip(params, grads, strict=True):
+        torch.testing.assert_close(ours[name], g, rtol=1e-10, atol=1e-12)
+
+
 def test_unknown_activation_is_refused() -> None:
     policy = GaussianMLPPolicy(OBS, ACT, (3,), "tanh").double()
     policy.activation = "softsign"
