@@ -36,10 +36,10 @@ from metarl.baselines import LinearFeatureBaseline
 from metarl.curvature import FisherProduct, PolicyGradientCurvature
 from metarl.optim import (
     backtracking_line_search,
-    conjugate_gradient_quadratic,
     flat_grad,
     flatten_params,
     hessian_vector_product,
+    trpo_full_step,
     unflatten_params,
 )
 from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob
@@ -648,17 +648,16 @@ class MAMLTRPO(MetaAgent):
             metrics["trpo/nonfinite"] = 1.0
         else:
             *sub_train, sub_valid = self._curvature_steps([*train, valid_steps])
-            if one is not None and sub_valid is valid_steps:  # every step: the same batch
-                hvp = one.hvp(cfg.cg_damping)
-            elif one is not None:
-                one = None  # free the full batch's caches; the subsample's replace them
+            # The full batch's exact curvature, where it is cached, scales the step: a
+            # subsample's CG underestimates the KL along the subsample's own solution.
+            exact = None if one is None else one.hvp(cfg.cg_damping)
+            if exact is not None and sub_valid is valid_steps:  # every step: the same batch
+                hvp = exact
+            elif exact is not None:
                 hvp = self._structured_hvp(sub_train[0], sub_valid, cfg.cg_damping)
             else:
                 hvp = self._autograd_hvp(sub_train, sub_valid, create_graph, cfg.cg_damping)
-            step_dir, quadratic = conjugate_gradient_quadratic(hvp, grad, iters=cfg.cg_iters)
-            shs = 0.5 * quadratic
-            lagrange = torch.sqrt(shs.clamp_min(1e-16) / cfg.max_kl)
-            full_step = -step_dir / lagrange
+            full_step, expected = trpo_full_step(hvp, grad, cfg.max_kl, cfg.cg_iters, exact)
             # The line search asks for the loss, then the KL, of each candidate: one pass
             # computes both, so the KL is kept for the question that follows.
             last_kl: dict[int, Tensor] = {}
@@ -683,7 +682,7 @@ class MAMLTRPO(MetaAgent):
                 kl_fn=candidate_kl,
                 params=theta,
                 full_step=full_step,
-                expected_improvement=float(torch.dot(grad, step_dir) / lagrange),
+                expected_improvement=expected,
                 max_kl=cfg.max_kl,
                 ratio=cfg.ls_backtrack_ratio,
                 max_steps=cfg.ls_max_steps,

@@ -6,6 +6,7 @@ and a summary; ``--json PATH`` writes the figures.
 
     python benchmarks/maml_trpo.py                 # paper size, 3 iterations, CPU
     python benchmarks/maml_trpo.py --quick         # 10 tasks x 5 episodes, 2 iterations
+    python benchmarks/maml_trpo.py --adapt-steps 2 # two inner steps (autograd curvature)
     python benchmarks/maml_trpo.py --device cuda --backend processes --workers 2
 """
 
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--meta-batch-size", type=int, default=40)
     parser.add_argument("--episodes-per-task", type=int, default=20)
+    parser.add_argument("--adapt-steps", type=int, default=1, help="inner steps per task")
     parser.add_argument("--first-order", action="store_true")
     parser.add_argument(
         "--hvp-subsample",
@@ -49,6 +51,7 @@ def main() -> None:
         args,
         meta_batch_size=args.meta_batch_size,
         episodes_per_task=args.episodes_per_task,
+        num_adapt_steps=args.adapt_steps,
         first_order=args.first_order,
         hvp_subsample=args.hvp_subsample,
     )
@@ -56,6 +59,7 @@ def main() -> None:
         f"MAML-TRPO on {args.env}: {config.meta_batch_size} tasks x {config.episodes_per_task} "
         f"episodes x H={family.horizon}, device={device}, backend={args.backend}"
         + (f" ({args.workers} workers)" if args.backend != "inline" else "")
+        + f", {args.adapt_steps} inner step{'s' if args.adapt_steps > 1 else ''}"
         + (", first order" if args.first_order else ", second order")
         + f", hvp_subsample={args.hvp_subsample}"
     )
@@ -73,6 +77,7 @@ def main() -> None:
         "meta_batch_size": config.meta_batch_size,
         "episodes_per_task": config.episodes_per_task,
         "horizon": family.horizon,
+        "adapt_steps": args.adapt_steps,
         "first_order": args.first_order,
         "hvp_subsample": args.hvp_subsample,
         **summarize(records),

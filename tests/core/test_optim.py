@@ -11,10 +11,10 @@ import torch
 from metarl.optim import (
     backtracking_line_search,
     conjugate_gradient,
-    conjugate_gradient_quadratic,
     flat_grad,
     flatten_params,
     hessian_vector_product,
+    trpo_full_step,
     unflatten_params,
 )
 from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
@@ -80,16 +80,25 @@ def test_conjugate_gradient_solves_random_spd_system() -> None:
     assert (conjugate_gradient(Avp, torch.zeros(20, dtype=F64)) == 0).all()
 
 
-def test_conjugate_gradient_quadratic_is_x_a_x_without_another_product() -> None:
-    A = _spd(30, 2)
-    b = torch.randn(30, generator=torch.Generator().manual_seed(3), dtype=F64)
-    Avp, calls = _counted(A)
-    for iters in (1, 4, 10):  # exact at every truncation, not only at convergence
-        calls.clear()
-        x, quadratic = conjugate_gradient_quadratic(Avp, b, iters=iters)
-        assert len(calls) == iters
-        torch.testing.assert_close(x, conjugate_gradient(lambda v: A @ v, b, iters=iters))
-        torch.testing.assert_close(quadratic, x @ A @ x, rtol=1e-10, atol=0)
+def test_trpo_full_step_has_the_kl_bound_as_its_quadratic_kl() -> None:
+    """The step solves ``A x = g`` by CG and is scaled so that ``s.M s / 2 = max_kl`` under the
+    metric ``M`` (``A`` by default): one more product, on ``M``."""
+    A, M = _spd(30, 2), _spd(30, 5)
+    g = torch.randn(30, generator=torch.Generator().manual_seed(3), dtype=F64)
+    for metric in (None, M):
+        Avp, calls = _counted(A)
+        step, expected = trpo_full_step(
+            Avp, g, 0.02, iters=6, metric=None if metric is None else (lambda v: M @ v)
+        )
+        scale = A if metric is None else metric
+        assert len(calls) == (7 if metric is None else 6)
+        assert float(step @ scale @ step) / 2 == pytest.approx(0.02, rel=1e-10)
+        x = conjugate_gradient(lambda v: A @ v, g, iters=6)
+        assert float(step @ x) < 0
+        torch.testing.assert_close(step / step.norm(), -x / x.norm())
+        assert expected == pytest.approx(-float(g @ step))
+    zero, improvement = trpo_full_step(lambda v: A @ v, torch.zeros(30, dtype=F64), 0.01)
+    assert bool((zero == 0).all()) and improvement == 0.0
 
 
 def _nonquadratic(p: dict[str, torch.Tensor]) -> torch.Tensor:
