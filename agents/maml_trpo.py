@@ -8,10 +8,11 @@ steps (second order; ``first_order=True`` drops the inner Hessian). The tasks of
 are handled together: their parameter sets are stacked on a leading task axis and evaluated
 as batched matrix multiplies, and one backward pass gives every task's inner gradient. On a
 GPU every pass takes all tasks at once; on a CPU it takes them in cache-sized groups
-(``cpu_chunk_steps``), which changes nothing but rounding. With one second-order inner step
-(the papers' setting) the inner loss's derivatives are written out (:mod:`metarl.curvature`)
-and cached once an iteration: the inner step, the outer gradient and TRPO's curvature products
-all read the same forward passes.
+(``cpu_chunk_steps``), which changes nothing but rounding. The inner losses' first and second
+derivatives are written out layer by layer (:mod:`metarl.curvature`) and cached once an
+iteration: the inner steps, the second-order outer gradient and TRPO's curvature products all
+read the same forward passes, for any number of inner steps (autograd's double backward
+through them serves only as the tests' reference).
 
 The TRPO step follows pytorch-maml-rl's ``maml_trpo.py``: conjugate gradient on the Hessian of
 the mean KL between the sampling policies and the adapted ones, then a backtracking line search
@@ -36,9 +37,7 @@ from metarl.baselines import LinearFeatureBaseline
 from metarl.curvature import FisherProduct, PolicyGradientCurvature
 from metarl.optim import (
     backtracking_line_search,
-    flat_grad,
     flatten_params,
-    hessian_vector_product,
     trpo_full_step,
     unflatten_params,
 )
@@ -77,8 +76,9 @@ class MAMLTRPOConfig:
     hvp_subsample: float = 1.0
     """Fraction of the steps used for the KL Hessian-vector products: every
     ``round(1 / hvp_subsample)``-th step of every episode (1: all, the exact curvature). Only
-    the curvature is estimated from the subset: the gradient and the line search's loss and KL
-    use every step, so the trust region still holds exactly."""
+    CG's products are estimated from the subset: the gradient, the step's scale (one product
+    with every step's curvature, where one inner step has it cached) and the line search's
+    loss and KL use every step, so the trust region still holds exactly."""
     ls_max_steps: int = 15
     """Line-search tries."""
     ls_backtrack_ratio: float = 0.8
@@ -224,44 +224,58 @@ class TaskSteps:
         return (x * self.weights).sum(1)
 
 
-class _OneStep:
-    """One inner step of every task with what the outer step needs cached, group by group.
+class _InnerSteps:
+    """The inner steps of every task, with what the outer step needs cached, group by group.
 
-    Built on the inner loop's episodes (one :class:`~metarl.curvature.PolicyGradientCurvature`
-    per task group), it gives the adapted parameters the post-adaptation episodes are sampled
-    with. Once those episodes are attached (one :class:`~metarl.curvature.FisherProduct` per
-    group, at the adapted parameters), it gives the sampling policies' distributions, the
-    second-order outer gradient at the current ``theta`` and the products of the KL's Hessian,
-    all from forward passes cached once: the inner loss's forward and backward pass and the
-    adapted policies' forward pass each run once an iteration.
+    Each :meth:`step` takes one policy-gradient step of every task on its episodes and keeps
+    the inner loss's derivatives there (one :class:`~metarl.curvature.PolicyGradientCurvature`
+    per task group): the adapted parameters are what the next episodes are sampled with. Once
+    the post-adaptation episodes are attached (one :class:`~metarl.curvature.FisherProduct`
+    per group, at the adapted parameters), it gives the sampling policies' distributions, the
+    outer loss's gradient at the current ``theta`` and the products of the KL's Hessian, all
+    from forward passes cached once: each inner loss's forward and backward pass and the
+    adapted policies' forward pass run once an iteration.
 
     At the current ``theta`` the adapted policies are the sampling ones, so the importance
-    ratios are 1: the outer gradient is ``mean_k J_k^T g_k`` and the KL's Hessian
-    ``mean_k J_k^T F_k J_k``, with ``J_k = I - adapt_lr * (Hessian of task k's inner loss)``,
-    ``g_k`` task k's policy gradient at its adapted parameters on its fresh episodes and ``F_k``
-    the adapted policy's Fisher matrix there.
+    ratios are 1 and the KL's gradient in the adapted parameters is 0: the outer gradient is
+    ``mean_k J_k^T g_k`` and the KL's Hessian ``mean_k J_k^T F_k J_k``. ``g_k`` is task k's
+    policy gradient at its adapted parameters on its fresh episodes, ``F_k`` the adapted
+    policy's Fisher matrix there and ``J_k`` the Jacobian of the adapted parameters in
+    ``theta``: the product over the steps of ``I - adapt_lr * (Hessian of that step's inner
+    loss at the step's start)``, or ``I`` with ``first_order``.
     """
 
     def __init__(
-        self, policy: GaussianMLPPolicy, lr: float, train: TaskSteps, groups: list[slice]
+        self, policy: GaussianMLPPolicy, lr: float, first_order: bool, groups: list[slice]
     ) -> None:
-        self.policy, self.lr, self.groups = policy, lr, groups
+        self.policy, self.lr, self.first_order, self.groups = policy, lr, first_order, groups
         self.like = {k: v.detach() for k, v in policy.params().items()}
-        self.inner: list[PolicyGradientCurvature] = []
+        num_tasks = groups[-1].stop
+        self.adapted: Params = {
+            k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in self.like.items()
+        }
+        """Every task's parameters after the steps so far, ``[K, ...]``."""
+        self.inner: list[list[PolicyGradientCurvature]] = []  # [group][step]
         self.fisher: list[FisherProduct] = []
+        self.valid: TaskSteps | None = None
+
+    def step(self, train: TaskSteps) -> Params:
+        """One inner step of every task on ``train``; the adapted parameters."""
         parts = []
-        for g in groups:
-            n = g.stop - g.start
-            theta = {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in self.like.items()}
+        for i, g in enumerate(self.groups):
+            start = {k: v[g] for k, v in self.adapted.items()}
             t = train.tasks(g)
             inner = PolicyGradientCurvature(
-                policy, theta, t.obs, t.actions, t.advantages, t.weights
+                self.policy, start, t.obs, t.actions, t.advantages, t.weights
             )
             gradient = inner.gradient()
-            parts.append({k: theta[k] - lr * gradient[k] for k in theta})
-            self.inner.append(inner)
-        self.adapted: Params = {k: torch.cat([part[k] for part in parts]) for k in self.like}
-        """Every task's parameters after its inner step, ``[K, ...]``."""
+            parts.append({k: start[k] - self.lr * gradient[k] for k in start})
+            if len(self.inner) <= i:
+                self.inner.append([])
+            if not self.first_order:
+                self.inner[i].append(inner)
+        self.adapted = {k: torch.cat([part[k] for part in parts]) for k in self.like}
+        return self.adapted
 
     def attach(self, valid: TaskSteps) -> tuple[Tensor, Tensor]:
         """Cache the adapted policies' forward pass on ``valid``; their ``(mean, log_std)`` on
@@ -279,35 +293,51 @@ class _OneStep:
         mean = torch.cat([f.mean for f in self.fisher])
         return mean, self.adapted["log_std"].unsqueeze(1).expand_as(mean)
 
-    def _pull_back(self, inner: PolicyGradientCurvature, u: Params) -> list[Tensor]:
-        """``sum_k J_k^T u[k]`` over a group's tasks, one tensor per parameter."""
-        inner_u = inner.hvp(u)
-        return [(u[k] - self.lr * inner_u[k]).sum(0) for k in self.like]
+    def _attached(self) -> TaskSteps:
+        if self.valid is None:
+            raise RuntimeError("attach the post-adaptation episodes first")
+        return self.valid
+
+    def _push_forward(self, group: int, v: Params) -> Params:
+        """``J_k v[k]`` for a group's tasks: the steps' factors, first step first."""
+        for inner in self.inner[group]:
+            inner_v = inner.hvp(v)
+            v = {k: v[k] - self.lr * inner_v[k] for k in v}
+        return v
+
+    def _pull_back(self, group: int, u: Params) -> list[Tensor]:
+        """``sum_k J_k^T u[k]`` over a group's tasks (last step's factor first), one tensor per
+        parameter."""
+        for inner in reversed(self.inner[group]):
+            inner_u = inner.hvp(u)
+            u = {k: u[k] - self.lr * inner_u[k] for k in u}
+        return [u[k].sum(0) for k in self.like]
 
     def meta_gradient(self) -> Tensor:
         """The outer loss's flat gradient in ``theta`` at the current ``theta``."""
+        valid = self._attached()
         total = [torch.zeros_like(p) for p in self.like.values()]
-        for g, inner, fisher in zip(self.groups, self.inner, self.fisher, strict=True):
-            outer = fisher.policy_gradient(self.valid.actions[g], self.valid.advantages[g])
-            for i, part in enumerate(self._pull_back(inner, outer)):
-                total[i] += part
-        return flatten_params(total) / self.valid.num_tasks
+        for i, (g, fisher) in enumerate(zip(self.groups, self.fisher, strict=True)):
+            outer = fisher.policy_gradient(valid.actions[g], valid.advantages[g])
+            for j, part in enumerate(self._pull_back(i, outer)):
+                total[j] += part
+        return flatten_params(total) / valid.num_tasks
 
     def hvp(self, damping: float) -> Callable[[Tensor], Tensor]:
-        """``v -> (H + damping I) v``, ``H = mean_k J_k^T F_k J_k``: two inner Hessian-vector
-        products and one Fisher-vector product per task, written out layer by layer."""
-        K = self.valid.num_tasks
+        """``v -> (H + damping I) v``, ``H = mean_k J_k^T F_k J_k``: per task and step two
+        inner Hessian-vector products, and one Fisher-vector product, written out layer by
+        layer."""
+        K = self._attached().num_tasks
 
         def product(v: Tensor) -> Tensor:
             directions = unflatten_params(v, self.like)
             total = [torch.zeros_like(p) for p in self.like.values()]
-            for g, inner, fisher in zip(self.groups, self.inner, self.fisher, strict=True):
+            for i, (g, fisher) in enumerate(zip(self.groups, self.fisher, strict=True)):
                 n = g.stop - g.start
                 parts = {k: p.unsqueeze(0).expand(n, *p.shape) for k, p in directions.items()}
-                inner_v = inner.hvp(parts)
-                fu = fisher.fvp({k: parts[k] - self.lr * inner_v[k] for k in parts})
-                for i, part in enumerate(self._pull_back(inner, fu)):
-                    total[i] += part
+                fu = fisher.fvp(self._push_forward(i, parts))
+                for j, part in enumerate(self._pull_back(i, fu)):
+                    total[j] += part
             return flatten_params(total) / K + damping * v
 
         return product
@@ -426,15 +456,6 @@ class MAMLTRPO(MetaAgent):
             ]
         return {k: torch.cat([part[k] for part in parts]) for k in params}
 
-    def _old_distribution(self, adapted: Params, valid: TaskSteps) -> tuple[Tensor, Tensor]:
-        """The sampling policies' ``(mean, log_std)`` on ``valid.obs``, group by group."""
-        with torch.no_grad():
-            parts = [
-                self._distribution({k: v[g] for k, v in adapted.items()}, valid.obs[g])
-                for g in self._task_groups(valid)
-            ]
-        return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
-
     def _adapt_all(self, params: Params, train: list[TaskSteps], create_graph: bool) -> Params:
         for steps in train:
             params = self._inner_step(params, steps, self.config.adapt_lr, create_graph)
@@ -490,11 +511,9 @@ class MAMLTRPO(MetaAgent):
         train: list[TaskSteps],
         valid: TaskSteps,
         old_dist: tuple[Tensor, Tensor],
-        create_graph: bool,
-        gradient: bool,
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """:meth:`meta_objective`'s loss and KL (detached), and with ``gradient`` the loss's
-        flat gradient in ``theta``, computed over the task groups one at a time.
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`meta_objective`'s loss and KL (detached, no second-order graph), computed
+        over the task groups one at a time: what the line search asks of each candidate.
 
         Both are means over tasks, so each group's share is its part of the mean; the sum
         differs from one pass over every task only by floating-point rounding.
@@ -502,7 +521,6 @@ class MAMLTRPO(MetaAgent):
         K = valid.num_tasks
         loss = torch.zeros((), dtype=valid.obs.dtype, device=valid.obs.device)
         kl = torch.zeros_like(loss)
-        grad: Tensor | None = None
         for g in self._task_groups(*train, valid):
             share = (g.stop - g.start) / K
             part_loss, part_kl = self.meta_objective(
@@ -510,14 +528,11 @@ class MAMLTRPO(MetaAgent):
                 [t.tasks(g) for t in train],
                 valid.tasks(g),
                 (old_dist[0][g], old_dist[1][g]),
-                create_graph,
+                False,
             )
-            if gradient:
-                part = flat_grad(part_loss * share, theta)
-                grad = part if grad is None else grad + part
             loss = loss + share * part_loss.detach()
             kl = kl + share * part_kl.detach()
-        return loss, kl, grad
+        return loss, kl
 
     def _curvature_steps(self, steps: list[TaskSteps]) -> list[TaskSteps]:
         """The steps the curvature is estimated from: every ``round(1 / hvp_subsample)``-th
@@ -525,63 +540,32 @@ class MAMLTRPO(MetaAgent):
         stride = max(1, round(1.0 / self.config.hvp_subsample))
         return [s.every(stride) for s in steps] if stride > 1 else list(steps)
 
-    def _curvature_kl(
-        self, train: list[TaskSteps], valid: TaskSteps, create_graph: bool
-    ) -> Callable[[Params], Tensor]:
-        """``theta -> mean KL`` whose Hessian TRPO uses, on (a subsample of) the episodes.
+    def _inner_steps(self, train: list[TaskSteps], valid: TaskSteps | None = None) -> _InnerSteps:
+        """:class:`_InnerSteps` through every batch of ``train`` (``valid`` attached if given),
+        grouped for one inner batch and the post-adaptation batch."""
+        cfg = self.config
+        steps = _InnerSteps(
+            self.policy,
+            cfg.adapt_lr,
+            cfg.first_order,
+            self._task_groups(train[0], train[0] if valid is None else valid),
+        )
+        for batch in train:
+            steps.step(batch)
+        if valid is not None:
+            steps.attach(valid)
+        return steps
 
-        On a subsample the adapted policies differ slightly from the sampling ones, so the KL
-        is taken from the subsample's own adapted policies at the current ``theta``: it is zero
-        there with zero gradient, and its Hessian is the curvature of the same trust region.
-        """
-        K = valid.num_tasks
-        with torch.enable_grad():
-            theta = {k: v.detach().requires_grad_(True) for k, v in self.policy.params().items()}
-            current = self._adapt_all(self._theta_as_tasks(theta, K), train, False)
-        with torch.no_grad():
-            old = self._distribution(self._detached(current), valid.obs)
-
-        def kl(p: Params) -> Tensor:
-            return self.meta_objective(p, train, valid, old, create_graph)[1]
-
-        return kl
-
-    def _autograd_hvp(
-        self, train: list[TaskSteps], valid: TaskSteps, create_graph: bool, damping: float
+    def _curvature_hvp(
+        self, train: list[TaskSteps], valid: TaskSteps, damping: float
     ) -> Callable[[Tensor], Tensor]:
-        """``v -> (H + damping I) v``, ``H`` the Hessian of :meth:`_curvature_kl` by double
-        backward, one graph per task group (any number of inner steps, first order too)."""
-        K = valid.num_tasks
-        theta = self.policy.params()
-        groups = [
-            (
-                (g.stop - g.start) / K,
-                hessian_vector_product(
-                    self._curvature_kl([t.tasks(g) for t in train], valid.tasks(g), create_graph),
-                    theta,
-                ),
-            )
-            for g in self._task_groups(*train, valid)
-        ]
-
-        def hvp(v: Tensor) -> Tensor:
-            total = damping * v
-            for share, product in groups:
-                total = total + share * product(v)
-            return total
-
-        return hvp
-
-    def _structured_hvp(
-        self, train: TaskSteps, valid: TaskSteps, damping: float
-    ) -> Callable[[Tensor], Tensor]:
-        """``v -> (H + damping I) v`` for one inner step, ``H`` the Hessian of
-        :meth:`_curvature_kl` on ``train`` and ``valid`` (a subsample of the episodes, or all),
-        as :class:`_OneStep` writes it out: exactly ``mean_k J_k^T F_k J_k``, because the KL's
-        gradient in the adapted parameters is zero at the current ``theta``."""
-        one = _OneStep(self.policy, self.config.adapt_lr, train, self._task_groups(train, valid))
-        one.attach(valid)
-        return one.hvp(damping)
+        """``v -> (H + damping I) v`` on (a subsample of) the episodes: ``H`` the Hessian in
+        ``theta`` of the mean KL between the adapted policies at the current ``theta`` and at
+        ``theta + v``, both adapted on ``train``. On a subsample the adapted policies differ
+        slightly from the sampling ones, so its own adapted policies are the KL's reference:
+        the KL is zero there with zero gradient, and its Hessian is the curvature of the same
+        trust region (exactly ``mean_k J_k^T F_k J_k``, as :class:`_InnerSteps` writes it)."""
+        return self._inner_steps(train, valid).hvp(damping)
 
     # -- meta-training -----------------------------------------------------------------------
     def train_step(
@@ -593,14 +577,12 @@ class MAMLTRPO(MetaAgent):
             raise ValueError("maml-trpo: train_step needs at least one task")
         t_start = time.perf_counter()
         sample_time = opt_time = 0.0
-        # One second-order inner step: its curvature is written out and cached (_OneStep).
-        # Otherwise (more steps, first order) autograd differentiates through the steps.
-        one: _OneStep | None = None
-        structured = cfg.num_adapt_steps == 1 and not cfg.first_order
 
-        # Inner loop: sample, then step, num_adapt_steps times (fresh episodes each step).
+        # Inner loop: sample, then step, num_adapt_steps times (fresh episodes each step). The
+        # steps keep their derivatives for the outer step (_InnerSteps).
         train_batches: list[EpisodeBatch] = []
         train: list[TaskSteps] = []
+        inner: _InnerSteps | None = None
         adapted: Params | None = None
         for _ in range(cfg.num_adapt_steps):
             t0 = time.perf_counter()
@@ -610,18 +592,13 @@ class MAMLTRPO(MetaAgent):
             train_batches.append(batch)
             train.append(TaskSteps.pack(batch, adv))
             t0 = time.perf_counter()
-            if structured:
+            if inner is None:
                 # Groups sized for the post-adaptation batch too (as many episodes, as long).
-                groups = self._task_groups(train[-1], train[-1])
-                one = _OneStep(self.policy, cfg.adapt_lr, train[-1], groups)
-                adapted = one.adapted
-            else:
-                start = (
-                    self._theta_as_tasks(self.policy.params(), K) if adapted is None else adapted
-                )
-                adapted = self._adapted(start, train[-1], cfg.adapt_lr)
+                groups = self._task_groups(train[0], train[0])
+                inner = _InnerSteps(self.policy, cfg.adapt_lr, cfg.first_order, groups)
+            adapted = inner.step(train[-1])
             opt_time += time.perf_counter() - t0
-        assert adapted is not None
+        assert inner is not None and adapted is not None
         t0 = time.perf_counter()
         valid = self._sample(sampler, tasks, adapted, rng)
         sample_time += time.perf_counter() - t0
@@ -629,44 +606,32 @@ class MAMLTRPO(MetaAgent):
         valid_steps = TaskSteps.pack(valid, valid_adv)
 
         t_opt = time.perf_counter()
-        create_graph = not cfg.first_order
         theta = self.policy.params()
-        if one is not None:
-            # At the current theta the ratios are 1: the loss is minus the mean advantage.
-            old_dist = one.attach(valid_steps)
-            loss = -valid_steps.task_mean(valid_steps.advantages).mean()
-            grad: Tensor | None = one.meta_gradient()
-        else:
-            old_dist = self._old_distribution(adapted, valid_steps)
-            loss, _, grad = self._outer_by_groups(
-                theta, train, valid_steps, old_dist, create_graph, gradient=True
-            )
-        assert grad is not None
+        old_dist = inner.attach(valid_steps)
+        # At the current theta the ratios are 1: the loss is minus the mean advantage.
+        loss = -valid_steps.task_mean(valid_steps.advantages).mean()
+        grad = inner.meta_gradient()
         metrics: dict[str, float] = {}
         if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(grad).all()):
             accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
             metrics["trpo/nonfinite"] = 1.0
         else:
+            # CG runs on (a subsample of) the curvature; the step is scaled by every step's
+            # (a subsample's CG underestimates the KL along its own solution).
+            exact = inner.hvp(cfg.cg_damping)
             *sub_train, sub_valid = self._curvature_steps([*train, valid_steps])
-            # The full batch's exact curvature, where it is cached, scales the step: a
-            # subsample's CG underestimates the KL along the subsample's own solution.
-            exact = None if one is None else one.hvp(cfg.cg_damping)
-            if exact is not None and sub_valid is valid_steps:  # every step: the same batch
-                hvp = exact
-            elif exact is not None:
-                hvp = self._structured_hvp(sub_train[0], sub_valid, cfg.cg_damping)
-            else:
-                hvp = self._autograd_hvp(sub_train, sub_valid, create_graph, cfg.cg_damping)
+            hvp = (
+                exact
+                if sub_valid is valid_steps  # every step: the same batches
+                else self._curvature_hvp(sub_train, sub_valid, cfg.cg_damping)
+            )
             full_step, expected = trpo_full_step(hvp, grad, cfg.max_kl, cfg.cg_iters, exact)
             # The line search asks for the loss, then the KL, of each candidate: one pass
             # computes both, so the KL is kept for the question that follows.
             last_kl: dict[int, Tensor] = {}
 
             def outer(p: Params) -> tuple[Tensor, Tensor]:
-                value, kl, _ = self._outer_by_groups(
-                    p, train, valid_steps, old_dist, False, gradient=False
-                )
-                return value, kl
+                return self._outer_by_groups(p, train, valid_steps, old_dist)
 
             def candidate_loss(p: Params) -> Tensor:
                 value, kl = outer(p)

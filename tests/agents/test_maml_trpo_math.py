@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -101,6 +102,24 @@ def reference_outer_loss(
         mask = valid.valid[:, cols].double()
         losses.append(-(torch.exp(lp - old_lp) * valid_adv[:, cols] * mask).sum() / mask.sum())
     return torch.stack(losses).mean()
+
+
+def reference_curvature_kl(
+    agent: MAMLTRPO, train: list[TaskSteps], valid: TaskSteps, create_graph: bool
+) -> Callable[[dict], torch.Tensor]:
+    """``theta -> mean KL`` whose Hessian TRPO's curvature is: the adapted policies on
+    ``train`` at the current ``theta`` against those at ``theta`` (autograd throughout)."""
+    K = valid.num_tasks
+    theta = {k: v.detach().requires_grad_(True) for k, v in agent.policy.params().items()}
+    current = agent._adapt_all(agent._theta_as_tasks(theta, K), train, False)
+    with torch.no_grad():
+        old = agent._distribution(agent._detached(current), valid.obs)
+    return lambda p: agent.meta_objective(p, train, valid, old, create_graph)[1]
+
+
+def sampling_distribution(agent: MAMLTRPO, adapted: dict, valid: TaskSteps) -> tuple:
+    with torch.no_grad():
+        return agent._distribution(agent._detached(adapted), valid.obs)
 
 
 @dataclass
@@ -281,7 +300,7 @@ def test_paper_preset_follows_the_result_files() -> None:
 def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> None:
     agent = setup.agent
     theta = agent.policy.params()
-    full = agent._curvature_kl([setup.steps], setup.valid_steps, True)
+    full = reference_curvature_kl(agent, [setup.steps], setup.valid_steps, True)
     # With every episode, the curvature KL is the training KL itself.
     assert full(theta).item() == pytest.approx(
         agent.meta_objective(theta, [setup.steps], setup.valid_steps, setup.old, True)[1].item(),
@@ -294,7 +313,7 @@ def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> Non
     assert sub_valid.obs.shape[1] == (setup.valid_steps.obs.shape[1] + 1) // 2
     torch.testing.assert_close(sub_valid.obs, setup.valid_steps.obs[:, ::2])
     torch.testing.assert_close(sub_valid.weights.sum(1), torch.ones(K, dtype=torch.float64))
-    sub = sub_agent._curvature_kl([sub_train], sub_valid, True)
+    sub = reference_curvature_kl(sub_agent, [sub_train], sub_valid, True)
     theta = sub_agent.policy.params()
     value = sub(theta)
     assert value.item() == pytest.approx(0.0, abs=1e-12)
@@ -311,25 +330,34 @@ def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> Non
         assert float(v @ hvp(v)) >= -1e-10
 
 
-@pytest.mark.parametrize("subsample", [1.0, 0.5])
-def test_structured_curvature_equals_the_double_backward_hessian(subsample: float) -> None:
+@pytest.mark.parametrize(
+    ("subsample", "num_steps", "first_order"),
+    [(1.0, 1, False), (0.5, 1, False), (1.0, 2, False), (0.5, 2, True), (1.0, 1, True)],
+)
+def test_written_out_curvature_equals_the_double_backward_hessian(
+    subsample: float, num_steps: int, first_order: bool
+) -> None:
+    """``mean_k J_k^T F_k J_k`` as _InnerSteps writes it out, against autograd's Hessian of the
+    KL through the inner steps (``J = I`` first order), on all steps and on a subsample."""
     from metarl.optim import hessian_vector_product
 
-    agent = make_agent(hvp_subsample=subsample)
-    train, valid = make_batch(1), make_batch(2)
-    train_adv, valid_adv = agent._advantages(train), agent._advantages(valid)
-    sub_train, sub_valid = agent._curvature_steps(
-        [TaskSteps.pack(train, train_adv), TaskSteps.pack(valid, valid_adv)]
+    agent = make_agent(hvp_subsample=subsample, num_adapt_steps=num_steps, first_order=first_order)
+    batches = [make_batch(seed) for seed in (1, 3)[:num_steps]]
+    valid = make_batch(2)
+    *sub_train, sub_valid = agent._curvature_steps(
+        [TaskSteps.pack(b, agent._advantages(b)) for b in [*batches, valid]]
     )
     reference = hessian_vector_product(
-        agent._curvature_kl([sub_train], sub_valid, True), agent.policy.params(), 0.1
+        reference_curvature_kl(agent, sub_train, sub_valid, not first_order),
+        agent.policy.params(),
+        0.1,
     )
-    structured = agent._structured_hvp(sub_train, sub_valid, 0.1)
+    written_out = agent._curvature_hvp(sub_train, sub_valid, 0.1)
     n = sum(p.numel() for p in agent.policy.params().values())
     gen = torch.Generator().manual_seed(4)
     for _ in range(3):
         v = torch.randn(n, generator=gen, dtype=torch.float64)
-        torch.testing.assert_close(structured(v), reference(v), rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(written_out(v), reference(v), rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize(("chunk_steps", "groups"), [(0, 1), (1, K), (44, 2)])
@@ -337,20 +365,20 @@ def test_task_groups_change_nothing_but_rounding(
     setup: Setup, chunk_steps: int, groups: int
 ) -> None:
     """Every pass run over groups of tasks (``cpu_chunk_steps``) gives what one pass over all
-    tasks gives: inner steps, outer loss, KL and gradient, both curvature products."""
-    from metarl.optim import flat_grad, hessian_vector_product
-
+    tasks gives: meta-test inner steps, the line search's outer loss and KL, the cached inner
+    step, outer gradient and curvature products."""
     agent = make_agent(cpu_chunk_steps=chunk_steps)
+    one_pass = make_agent(cpu_chunk_steps=0)
     steps, valid = setup.steps, setup.valid_steps
     # 11 valid steps in the longest task of each batch: 22 per task for the outer passes.
     assert len(agent._task_groups(steps, valid)) == groups
     theta = agent.policy.params()
     start = agent._theta_as_tasks(theta, K)
     adapted = agent._adapted(start, steps, 0.3)
-    one_pass = agent._inner_step(start, steps, 0.3, False)
+    expected = agent._inner_step(start, steps, 0.3, False)
     for name in theta:
-        torch.testing.assert_close(adapted[name], one_pass[name].detach(), rtol=1e-12, atol=1e-14)
-    old = agent._old_distribution(adapted, valid)
+        torch.testing.assert_close(adapted[name], expected[name].detach(), rtol=1e-12, atol=1e-14)
+    old = sampling_distribution(agent, adapted, valid)
     torch.testing.assert_close(old[0], setup.old[0], rtol=1e-12, atol=1e-14)
 
     # Away from the sampling policies, so that the KL and the ratios are not trivial.
@@ -361,73 +389,74 @@ def test_task_groups_change_nothing_but_rounding(
         .requires_grad_(True)
         for n, p in theta.items()
     }
-    loss, kl = agent.meta_objective(moved, [steps], valid, old, True)
+    loss, kl = agent.meta_objective(moved, [steps], valid, old, False)
     assert kl.item() > 1e-4
-    group_loss, group_kl, group_grad = agent._outer_by_groups(
-        moved, [steps], valid, old, True, gradient=True
-    )
+    group_loss, group_kl = agent._outer_by_groups(moved, [steps], valid, old)
     torch.testing.assert_close(group_loss, loss.detach(), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(group_kl, kl.detach(), rtol=1e-12, atol=1e-14)
-    assert group_grad is not None
-    torch.testing.assert_close(group_grad, flat_grad(loss, moved), rtol=1e-10, atol=1e-12)
 
-    reference = hessian_vector_product(agent._curvature_kl([steps], valid, True), theta, 0.1)
-    structured = agent._structured_hvp(steps, valid, 0.1)
-    autograd = agent._autograd_hvp([steps], valid, True, 0.1)
+    grouped, whole = agent._inner_steps([steps], valid), one_pass._inner_steps([steps], valid)
+    assert len(grouped.groups) == groups and len(whole.groups) == 1
+    for name in theta:
+        torch.testing.assert_close(
+            grouped.adapted[name], whole.adapted[name], rtol=1e-12, atol=1e-14
+        )
+    torch.testing.assert_close(
+        grouped.meta_gradient(), whole.meta_gradient(), rtol=1e-10, atol=1e-12
+    )
     n = sum(p.numel() for p in theta.values())
     for _ in range(2):
         v = torch.randn(n, generator=gen, dtype=torch.float64)
-        expected = reference(v)
-        torch.testing.assert_close(structured(v), expected, rtol=1e-9, atol=1e-11)
-        torch.testing.assert_close(autograd(v), expected, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(grouped.hvp(0.1)(v), whole.hvp(0.1)(v), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk_steps", [0, 44])
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_cached_one_step_gives_what_autograd_gives(
-    setup: Setup, chunk_steps: int, activation: str
+@pytest.mark.parametrize(
+    ("activation", "num_steps", "first_order"),
+    [("tanh", 1, False), ("relu", 1, False), ("tanh", 2, False), ("tanh", 2, True)],
+)
+def test_cached_inner_steps_give_what_autograd_gives(
+    setup: Setup, chunk_steps: int, activation: str, num_steps: int, first_order: bool
 ) -> None:
-    """What training reads from the cached one-step curvature (adapted parameters, sampling
-    distributions, outer loss and second-order gradient at theta) equals the autograd path."""
-    from metarl.agents.maml_trpo import _OneStep
+    """What training reads from the cached inner steps (adapted parameters, sampling
+    distributions, outer loss and meta-gradient at theta) equals the autograd path."""
     from metarl.optim import flat_grad
 
-    agent = make_agent(cpu_chunk_steps=chunk_steps, activation=activation)
-    steps, valid = setup.steps, setup.valid_steps
-    groups = agent._task_groups(steps, valid)
-    assert len(groups) == (1 if chunk_steps == 0 else 2)
-    one = _OneStep(agent.policy, 0.3, steps, groups)
+    agent = make_agent(cpu_chunk_steps=chunk_steps, activation=activation, first_order=first_order)
+    second = TaskSteps.pack(make_batch(3), agent._advantages(make_batch(3)))
+    train, valid = [setup.steps, second][:num_steps], setup.valid_steps
+    inner = agent._inner_steps(train)
+    assert len(inner.groups) == (1 if chunk_steps == 0 else 2)
     theta = agent.policy.params()
-    expected = agent._inner_step(agent._theta_as_tasks(theta, K), steps, 0.3, False)
+    expected = agent._adapt_all(agent._theta_as_tasks(theta, K), train, False)
     for name in theta:
         torch.testing.assert_close(
-            one.adapted[name], expected[name].detach(), rtol=1e-12, atol=1e-14
+            inner.adapted[name], expected[name].detach(), rtol=1e-12, atol=1e-14
         )
-    mean, log_std = one.attach(valid)
-    old = agent._old_distribution(agent._detached(expected), valid)
+    mean, log_std = inner.attach(valid)
+    old = sampling_distribution(agent, expected, valid)
     torch.testing.assert_close(mean, old[0], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(log_std, old[1], rtol=1e-12, atol=1e-14)
-    loss, kl = agent.meta_objective(theta, [steps], valid, old, True)
+    loss, kl = agent.meta_objective(theta, train, valid, old, not first_order)
     assert kl.item() == pytest.approx(0.0, abs=1e-12)
     assert loss.item() == pytest.approx(-valid.task_mean(valid.advantages).mean().item(), abs=1e-12)
-    torch.testing.assert_close(one.meta_gradient(), flat_grad(loss, theta), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        inner.meta_gradient(), flat_grad(loss, theta), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_two_inner_steps_meta_gradient_matches_finite_differences(setup: Setup) -> None:
     """Two inner steps (the second on fresh episodes, from the first step's result): the
-    grouped second-order gradient against central differences of the objective."""
+    written-out second-order gradient (two task groups) against central differences."""
     from metarl.optim import flat_grad
 
     agent = make_agent(cpu_chunk_steps=44)
     second = TaskSteps.pack(make_batch(3), agent._advantages(make_batch(3)))
     train = [setup.steps, second]
     theta = agent.policy.params()
-    first = agent._adapted(agent._theta_as_tasks(theta, K), setup.steps, 0.3)
-    adapted = agent._adapted(first, second, 0.3)
-    old = agent._old_distribution(adapted, setup.valid_steps)
-    _, kl, grad = agent._outer_by_groups(theta, train, setup.valid_steps, old, True, True)
-    assert kl.item() == pytest.approx(0.0, abs=1e-12)
-    assert grad is not None
+    inner = agent._inner_steps(train)
+    old = inner.attach(setup.valid_steps)
+    grad = inner.meta_gradient()
     gen = torch.Generator().manual_seed(6)
     eps = 1e-6
     for _ in range(2):
