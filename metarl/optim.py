@@ -108,12 +108,22 @@ def conjugate_gradient(
     Returns:
         ``[N]`` solution ``x`` (detached), starting from ``x = 0``.
     """
+    return _conjugate_gradient(Avp, b, iters, residual_tol)[0]
+
+
+def _conjugate_gradient(
+    Avp: Callable[[Tensor], Tensor], b: Tensor, iters: int, residual_tol: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`conjugate_gradient`'s ``x`` and ``A x``, the latter as ``sum alpha_i A p_i`` of
+    the products it took (exact for a linear ``A``, whether or not the ``p_i`` stayed
+    ``A``-conjugate)."""
     if b.dim() != 1:
         raise ValueError(f"b must be a vector [N], got shape {tuple(b.shape)}")
     if iters < 1:
         raise ValueError(f"iters must be at least 1, got {iters}")
     b = b.detach()
     x = torch.zeros_like(b)
+    ax = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
     rdotr = r @ r
@@ -123,11 +133,12 @@ def conjugate_gradient(
         z = Avp(p).detach()
         alpha = rdotr / (p @ z)
         x = x + alpha * p
+        ax = ax + alpha * z
         r = r - alpha * z
         new_rdotr = r @ r
         p = r + (new_rdotr / rdotr) * p
         rdotr = new_rdotr
-    return x
+    return x, ax
 
 
 def trpo_full_step(
@@ -140,20 +151,23 @@ def trpo_full_step(
     """TRPO's full step for a loss with gradient ``g``: ``-x * sqrt(2 max_kl / x.M x)``.
 
     ``x`` solves ``A x = g`` by :func:`conjugate_gradient` (``A``: the KL's Hessian, or an
-    estimate of it), and ``M`` (``metric``; ``Avp`` when None) is the KL's Hessian the step is
-    scaled by, so that its quadratic KL ``x.M x / 2`` is exactly ``max_kl``. ``x.M x`` takes
-    one more product on purpose: CG's own recurrence for it (``sum alpha * r.r``) holds only
-    while the search directions stay ``A``-conjugate, and in float32 on the ill-conditioned KL
-    Hessian of a policy they drift apart within ten iterations (MAML-TRPO on HalfCheetahDir:
-    7% too small, a step the line search then has to shrink).
+    estimate of it), and ``M`` (``metric``; ``A`` when None) is the KL's Hessian the step is
+    scaled by, so that its quadratic KL ``x.M x / 2`` is exactly ``max_kl``. For ``M = A``,
+    ``A x`` is summed from CG's own products (no further product); CG's cheaper recurrence
+    ``x.A x = sum alpha * r.r`` is not used, because it holds only while the search
+    directions stay ``A``-conjugate, and in float32 on a policy's ill-conditioned KL Hessian
+    they drift apart within ten iterations (MAML-TRPO on HalfCheetahDir: 7% too small, a step
+    the line search then has to shrink). Another ``M`` costs one product.
 
     Returns:
         ``(full_step, expected_improvement)``: the ``[N]`` step and ``-g . full_step``.
     """
-    x = conjugate_gradient(Avp, g, iters=iters)
+    x, ax = _conjugate_gradient(Avp, g, iters, 1e-10)
+    if metric is not None:
+        ax = metric(x).detach()
     # At least 2e-16 (a zero gradient gives a zero step); NaN stays NaN, and the line
     # search rejects the non-finite step.
-    quadratic = max(float(x @ (Avp if metric is None else metric)(x).detach()), 2e-16)
+    quadratic = max(float(x @ ax), 2e-16)
     full_step = -x * math.sqrt(2.0 * max_kl / quadratic)
     return full_step, float(-(g.detach() @ full_step))
 
