@@ -58,18 +58,28 @@ def assert_products_match(product, grads: tuple, params: dict, seeds: tuple[int,
             torch.testing.assert_close(got[name], e, rtol=1e-9, atol=1e-11)
 
 
+def policy_gradient_setup(
+    activation: str, hidden: tuple[int, ...], init_std: float, seed: int, create_graph: bool
+) -> tuple:
+    """A policy, per-task parameters (``seed``), data (``seed + 1``), the policies' means and
+    autograd's gradient of ``-sum_n w A log pi`` (differentiable with ``create_graph``)."""
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(OBS, ACT, hidden, activation, init_std=init_std).double()
+    params = per_task_params(policy, seed)
+    obs, actions, advantages, weights = data(seed + 1)
+    mean, log_std = distribution(policy, params, obs)
+    losses = -(weights * advantages * gaussian_log_prob(actions, mean, log_std)).sum(1)
+    grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
+    return policy, params, (obs, actions, advantages, weights), mean, grads
+
+
 @pytest.mark.parametrize(("activation", "hidden"), ARCHITECTURES)
 def test_policy_gradient_gradient_and_hessian_match_autograd(
     activation: str, hidden: tuple[int, ...]
 ) -> None:
-    torch.manual_seed(0)
-    policy = GaussianMLPPolicy(OBS, ACT, hidden, activation, init_std=0.7).double()
-    params = per_task_params(policy, 1)
-    obs, actions, advantages, weights = data(2)
-    mean, log_std = distribution(policy, params, obs)
-    losses = -(weights * advantages * gaussian_log_prob(actions, mean, log_std)).sum(1)
-    grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=True)
-
+    policy, params, (obs, actions, advantages, weights), _, grads = policy_gradient_setup(
+        activation, hidden, 0.7, 1, create_graph=True
+    )
     curvature = PolicyGradientCurvature(policy, params, obs, actions, advantages, weights)
     ours = curvature.gradient()
     for name, g in zip(params, grads, strict=True):
@@ -98,13 +108,9 @@ def test_fisher_products_policy_gradient_and_mean_match_autograd(
 ) -> None:
     """The Fisher product's cached forward pass also gives the policies' means and their
     policy gradient (what the MAML outer gradient reads at the sampling policies)."""
-    torch.manual_seed(0)
-    policy = GaussianMLPPolicy(OBS, ACT, hidden, activation, init_std=0.8).double()
-    params = per_task_params(policy, 9)
-    obs, actions, advantages, weights = data(10)
-    mean, log_std = distribution(policy, params, obs)
-    losses = -(weights * advantages * gaussian_log_prob(actions, mean, log_std)).sum(1)
-    grads = torch.autograd.grad(losses.sum(), list(params.values()))
+    policy, params, (obs, actions, advantages, weights), mean, grads = policy_gradient_setup(
+        activation, hidden, 0.8, 9, create_graph=False
+    )
     fisher = FisherProduct(policy, params, obs, weights)
     torch.testing.assert_close(fisher.mean, mean.detach(), rtol=1e-12, atol=1e-14)
     ours = fisher.policy_gradient(actions, advantages)
