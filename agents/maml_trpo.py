@@ -77,8 +77,8 @@ class MAMLTRPOConfig:
     """Fraction of the steps used for the KL Hessian-vector products: every
     ``round(1 / hvp_subsample)``-th step of every episode (1: all, the exact curvature). Only
     CG's products are estimated from the subset: the gradient, the step's scale (one product
-    with every step's curvature, where one inner step has it cached) and the line search's
-    loss and KL use every step, so the trust region still holds exactly."""
+    with every step's curvature) and the line search's loss and KL use every step, so the
+    trust region still holds exactly."""
     ls_max_steps: int = 15
     """Line-search tries."""
     ls_backtrack_ratio: float = 0.8
@@ -540,16 +540,17 @@ class MAMLTRPO(MetaAgent):
         stride = max(1, round(1.0 / self.config.hvp_subsample))
         return [s.every(stride) for s in steps] if stride > 1 else list(steps)
 
-    def _inner_steps(self, train: list[TaskSteps], valid: TaskSteps | None = None) -> _InnerSteps:
-        """:class:`_InnerSteps` through every batch of ``train`` (``valid`` attached if given),
-        grouped for one inner batch and the post-adaptation batch."""
+    def _start_inner_steps(self, first: TaskSteps, valid: TaskSteps | None = None) -> _InnerSteps:
+        """:class:`_InnerSteps` before any step, its task groups sized for one inner batch
+        (``first``) and the post-adaptation batch (``valid``; before it is sampled, as large
+        as ``first``: as many episodes, as long)."""
         cfg = self.config
-        steps = _InnerSteps(
-            self.policy,
-            cfg.adapt_lr,
-            cfg.first_order,
-            self._task_groups(train[0], train[0] if valid is None else valid),
-        )
+        groups = self._task_groups(first, first if valid is None else valid)
+        return _InnerSteps(self.policy, cfg.adapt_lr, cfg.first_order, groups)
+
+    def _inner_steps(self, train: list[TaskSteps], valid: TaskSteps | None = None) -> _InnerSteps:
+        """:class:`_InnerSteps` through every batch of ``train`` (``valid`` attached if given)."""
+        steps = self._start_inner_steps(train[0], valid)
         for batch in train:
             steps.step(batch)
         if valid is not None:
@@ -593,9 +594,7 @@ class MAMLTRPO(MetaAgent):
             train.append(TaskSteps.pack(batch, adv))
             t0 = time.perf_counter()
             if inner is None:
-                # Groups sized for the post-adaptation batch too (as many episodes, as long).
-                groups = self._task_groups(train[0], train[0])
-                inner = _InnerSteps(self.policy, cfg.adapt_lr, cfg.first_order, groups)
+                inner = self._start_inner_steps(train[0])
             adapted = inner.step(train[-1])
             opt_time += time.perf_counter() - t0
         assert inner is not None and adapted is not None
