@@ -619,12 +619,13 @@ class MAMLTRPO(MetaAgent):
             # (a subsample's CG underestimates the KL along its own solution).
             exact = inner.hvp(cfg.cg_damping)
             *sub_train, sub_valid = self._curvature_steps([*train, valid_steps])
-            hvp = (
-                exact
-                if sub_valid is valid_steps  # every step: the same batches
-                else self._curvature_hvp(sub_train, sub_valid, cfg.cg_damping)
-            )
-            full_step, expected = trpo_full_step(hvp, grad, cfg.max_kl, cfg.cg_iters, exact)
+            if sub_valid is valid_steps:  # every step: the same batches
+                full_step, expected = trpo_full_step(exact, grad, cfg.max_kl, cfg.cg_iters)
+            else:
+                subsample = self._curvature_hvp(sub_train, sub_valid, cfg.cg_damping)
+                full_step, expected = trpo_full_step(
+                    subsample, grad, cfg.max_kl, cfg.cg_iters, metric=exact
+                )
             # The line search asks for the loss, then the KL, of each candidate: one pass
             # computes both, so the KL is kept for the question that follows.
             last_kl: dict[int, Tensor] = {}

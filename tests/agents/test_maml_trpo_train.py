@@ -284,3 +284,36 @@ def test_two_inner_steps_train_within_the_trust_region(tmp_path: Path, first_ord
     assert len(table) == 3
     assert all(float(r["trpo/kl"]) <= config.max_kl * 1.0001 for r in table)
     assert any(float(r["trpo/accepted"]) == 1.0 for r in table)
+
+
+@pytest.mark.parametrize(("subsample", "extra"), [(1.0, 0), (0.5, 1)])
+def test_a_step_takes_cg_iters_curvature_products_and_one_to_scale_a_subsample(
+    monkeypatch: pytest.MonkeyPatch, subsample: float, extra: int
+) -> None:
+    """The exact step is scaled from CG's own products; a subsample's CG step takes one more
+    product, with every step's curvature. Each product is one Fisher-vector product per task
+    group (one group here: ``cpu_chunk_steps=0``)."""
+    import numpy as np
+
+    from metarl.curvature import FisherProduct
+    from metarl.envs import FamilyTaskSampler, make_family
+    from metarl.train import make_sampler
+
+    calls: list[int] = []
+    fvp = FisherProduct.fvp
+
+    def counted(self: FisherProduct, v: dict) -> dict:
+        calls.append(int(self.weights.shape[1]))  # the steps the product ran over
+        return fvp(self, v)
+
+    monkeypatch.setattr(FisherProduct, "fvp", counted)
+    config = replace(TINY, cg_iters=4, hvp_subsample=subsample, cpu_chunk_steps=0)
+    family = make_family("Point2DNav")
+    source = FamilyTaskSampler(family)
+    agent = MAMLTRPO(config, family.observation_space, family.action_space)
+    rng = np.random.default_rng(0)
+    with make_sampler(source, agent.policy, horizon=10) as sampler:
+        agent.train_step(sampler, source.sample(4, rng), rng)
+    full = max(calls)
+    assert len(calls) == config.cg_iters + extra
+    assert calls.count(full) == (config.cg_iters if extra == 0 else 1)
