@@ -142,19 +142,6 @@ class EpisodeBatch:
             episodes_per_trial=self.episodes_per_trial,
         )
 
-    def head(self, n: int) -> EpisodeBatch:
-        """The first ``n`` columns of every task (a copy), e.g. to subsample curvature estimates."""
-        E = self.episodes_per_task
-        if not 1 <= n <= E:
-            raise ValueError(f"head(n) needs 1 <= n <= episodes_per_task={E}, got {n}")
-        if n == E:
-            return self
-        cols = (torch.arange(self.num_tasks).unsqueeze(1) * E + torch.arange(n)).reshape(-1)
-        cols = cols.to(self.obs.device)
-        values: dict[str, Any] = {name: getattr(self, name)[:, cols] for name in _TIME_FIELDS}
-        values.update({name: getattr(self, name)[cols] for name in _COLUMN_FIELDS})
-        return dataclasses.replace(self, **values, episodes_per_task=n)
-
     def by_task(self, name: str) -> Tensor:
         """Field ``name`` as ``[T, K, E, ...]`` (time-major) or ``[K, E, ...]`` (a view)."""
         value = getattr(self, name)
