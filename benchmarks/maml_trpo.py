@@ -6,7 +6,7 @@ and a summary; ``--json PATH`` writes the figures.
 
     python benchmarks/maml_trpo.py                 # paper size, 3 iterations, CPU
     python benchmarks/maml_trpo.py --quick         # 10 tasks x 5 episodes, 2 iterations
-    python benchmarks/maml_trpo.py --adapt-steps 2 # two inner steps (autograd curvature)
+    python benchmarks/maml_trpo.py --adapt-steps 2 # two inner steps
     python benchmarks/maml_trpo.py --device cuda --backend processes --workers 2
 """
 

@@ -156,8 +156,9 @@ def trpo_full_step(
     ``A x`` is summed from CG's own products (no further product); CG's cheaper recurrence
     ``x.A x = sum alpha * r.r`` is not used, because it holds only while the search
     directions stay ``A``-conjugate, and in float32 on a policy's ill-conditioned KL Hessian
-    they drift apart within ten iterations (MAML-TRPO on HalfCheetahDir: 7% too small, a step
-    the line search then has to shrink). Another ``M`` costs one product.
+    they drift apart within ten iterations (MAML-TRPO on HalfCheetahDir: 7% too small, so the
+    step overshot the trust region by as much before the line search). Another ``M`` costs one
+    product.
 
     Returns:
         ``(full_step, expected_improvement)``: the ``[N]`` step and ``-g . full_step``.
