@@ -41,7 +41,7 @@ from metarl.optim import (
     trpo_full_step,
     unflatten_params,
 )
-from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob
+from metarl.policies import INITS, GaussianMLPPolicy, Params, gaussian_log_prob
 from metarl.sampling import EpisodeBatch
 from metarl.tasks import Task
 
@@ -95,6 +95,9 @@ class MAMLTRPOConfig:
     """Policy activation: tanh, relu or elu."""
     init_std: float = 1.0
     """Initial action standard deviation."""
+    policy_init: str = "torch"
+    """The mean network's initialization: ``torch`` (``nn.Linear``'s own) or ``xavier``
+    (Xavier-uniform weights, zero biases: maml_rl's, the paper's code)."""
     cpu_chunk_steps: int = 4096
     """On a CPU, every pass over the batch (inner steps, outer loss and gradient, curvature
     products, line-search candidates) runs over groups of tasks of about this many steps each,
@@ -122,6 +125,7 @@ class MAMLTRPOConfig:
                 "hidden_sizes must be positive widths",
             ),
             (self.init_std > 0, "init_std must be > 0"),
+            (self.policy_init in INITS, f"policy_init must be one of {list(INITS)}"),
             (self.cpu_chunk_steps >= 0, "cpu_chunk_steps must be >= 0"),
         ]
         for ok, message in checks:
@@ -366,6 +370,7 @@ class MAMLTRPO(MetaAgent):
             hidden_sizes=config.hidden_sizes,
             activation=config.activation,
             init_std=config.init_std,
+            init=config.policy_init,
         ).to(self.device)
         self.baseline = LinearFeatureBaseline()
 

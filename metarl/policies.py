@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 __all__ = [
     "ACTIVATIONS",
+    "INITS",
     "RECURRENT_CELLS",
     "GaussianMLPPolicy",
     "MLPValue",
@@ -31,6 +32,8 @@ __all__ = [
 Params = dict[str, Tensor]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+INITS = ("torch", "xavier")
+"""Initializations of :class:`GaussianMLPPolicy`'s mean network."""
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -67,6 +70,9 @@ class GaussianMLPPolicy(nn.Module):
             uses (100, 100) ReLU).
         activation: ``"tanh"``, ``"relu"`` or ``"elu"``.
         init_std: initial standard deviation of every action dimension.
+        init: the mean network's initialization: ``"torch"`` (``nn.Linear``'s own, uniform
+            weights and biases of scale ``1 / sqrt(fan_in)``) or ``"xavier"`` (Xavier-uniform
+            weights and zero biases, as rllab's and maml_rl's policies).
     """
 
     recurrent = False
@@ -78,6 +84,7 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         init_std: float = 1.0,
+        init: str = "torch",
     ) -> None:
         super().__init__()
         if obs_dim < 1 or act_dim < 1:
@@ -86,6 +93,8 @@ class GaussianMLPPolicy(nn.Module):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if not init_std > 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
@@ -96,6 +105,11 @@ class GaussianMLPPolicy(nn.Module):
             width = h
         layers.append(nn.Linear(width, self.act_dim))
         self.mean_net = nn.Sequential(*layers)
+        if init == "xavier":
+            for layer in self.mean_net:
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
         self.log_std = nn.Parameter(torch.full((self.act_dim,), math.log(init_std)))
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:

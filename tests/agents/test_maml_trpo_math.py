@@ -286,9 +286,20 @@ def test_config_rejects_impossible_values() -> None:
         {"adapt_lr": -1.0},
         {"ls_backtrack_ratio": 1.0},
         {"hidden_sizes": ()},
+        {"policy_init": "he"},
     ):
         with pytest.raises(ValueError, match="MAMLTRPOConfig"):
             MAMLTRPOConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_policy_init_reaches_the_policy() -> None:
+    biases = [
+        p for n, p in make_agent(policy_init="xavier").policy.named_parameters() if "bias" in n
+    ]
+    assert biases and all(bool((b == 0).all()) for b in biases)
+    assert not all(
+        bool((b == 0).all()) for n, b in make_agent().policy.named_parameters() if "bias" in n
+    )
 
 
 def test_paper_preset_follows_the_result_files() -> None:

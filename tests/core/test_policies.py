@@ -29,3 +29,23 @@ def test_per_task_equals_vmap_of_the_functional_forward(activation: str) -> None
     theirs = torch.autograd.grad((ref_mean**2).sum() + ref_log_std.sum(), list(params.values()))
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_xavier_init_is_xavier_uniform_with_zero_biases_and_torch_init_is_unchanged() -> None:
+    torch.manual_seed(0)
+    default = GaussianMLPPolicy(20, 6, (100, 100), "relu")
+    torch.manual_seed(0)
+    linears = [torch.nn.Linear(20, 100), torch.nn.Linear(100, 100), torch.nn.Linear(100, 6)]
+    for layer, ref in zip(default.mean_net[::2], linears, strict=True):
+        assert torch.equal(layer.weight, ref.weight) and torch.equal(layer.bias, ref.bias)
+
+    policy = GaussianMLPPolicy(20, 6, (100, 100), "relu", init="xavier")
+    for layer in policy.mean_net[::2]:
+        fan_out, fan_in = layer.weight.shape
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        assert bool((layer.bias == 0).all())
+        assert layer.weight.abs().max().item() <= bound
+        # Uniform on [-bound, bound]: standard deviation bound / sqrt(3).
+        assert layer.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
+    with pytest.raises(ValueError, match="init must be one of"):
+        GaussianMLPPolicy(3, 2, init="he")
