@@ -259,7 +259,7 @@ class _InnerSteps:
             k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in self.like.items()
         }
         """Every task's parameters after the steps so far, ``[K, ...]``."""
-        self.inner: list[list[PolicyGradientCurvature]] = []  # [group][step]
+        self.inner: list[list[PolicyGradientCurvature]] = [[] for _ in groups]  # [group][step]
         self.fisher: list[FisherProduct] = []
         self.valid: TaskSteps | None = None
 
@@ -274,8 +274,6 @@ class _InnerSteps:
             )
             gradient = inner.gradient()
             parts.append({k: start[k] - self.lr * gradient[k] for k in start})
-            if len(self.inner) <= i:
-                self.inner.append([])
             if not self.first_order:
                 self.inner[i].append(inner)
         self.adapted = {k: torch.cat([part[k] for part in parts]) for k in self.like}
