@@ -303,7 +303,7 @@ def test_a_step_takes_cg_iters_curvature_products_and_one_to_scale_a_subsample(
     fvp = FisherProduct.fvp
 
     def counted(self: FisherProduct, v: dict) -> dict:
-        calls.append(int(self.weights.shape[1]))  # the steps the product ran over
+        calls.append(int(self.weights.shape[-1]))  # the steps the product ran over
         return fvp(self, v)
 
     monkeypatch.setattr(FisherProduct, "fvp", counted)
