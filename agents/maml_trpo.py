@@ -21,10 +21,12 @@ that keeps ``KL <= max_kl``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -228,6 +230,40 @@ class TaskSteps:
         return (x * self.weights).sum(1)
 
 
+_R = TypeVar("_R")
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _over_groups(work: Callable[[int], _R], count: int) -> list[_R]:
+    """``[work(i) for i in range(count)]`` over the task groups of a pass. With several torch
+    threads (and several groups) the groups run side by side on a pool of that many threads,
+    each group on one thread: every group's result is then what one thread computes, so the
+    numbers do not depend on the thread count, and on a few cores it is faster than splitting
+    each of the groups' small multiplies across threads. Each ``work(i)`` must touch only its
+    own group's tensors."""
+    threads = torch.get_num_threads()
+    if threads == 1 or count == 1:
+        return [work(i) for i in range(count)]
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="metarl-group")
+    torch.set_num_threads(1)
+    try:
+        return list(pool.map(work, range(count)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sum_parts(parts: list[list[Tensor]]) -> list[Tensor]:
+    """Per-group tensor lists summed group by group, in group order (deterministic)."""
+    total = list(parts[0])
+    for part in parts[1:]:
+        total = [t + p for t, p in zip(total, part, strict=True)]
+    return total
+
+
 class _InnerSteps:
     """The inner steps of every task, with what the outer step needs cached, group by group.
 
@@ -265,33 +301,35 @@ class _InnerSteps:
 
     def step(self, train: TaskSteps) -> Params:
         """One inner step of every task on ``train``; the adapted parameters."""
-        parts = []
-        for i, g in enumerate(self.groups):
+
+        def group(i: int) -> tuple[Params, PolicyGradientCurvature]:
+            g = self.groups[i]
             start = {k: v[g] for k, v in self.adapted.items()}
             t = train.tasks(g)
             inner = PolicyGradientCurvature(
                 self.policy, start, t.obs, t.actions, t.advantages, t.weights
             )
             gradient = inner.gradient()
-            parts.append({k: start[k] - self.lr * gradient[k] for k in start})
-            if not self.first_order:
+            return {k: start[k] - self.lr * gradient[k] for k in start}, inner
+
+        results = _over_groups(group, len(self.groups))
+        if not self.first_order:
+            for i, (_, inner) in enumerate(results):
                 self.inner[i].append(inner)
-        self.adapted = {k: torch.cat([part[k] for part in parts]) for k in self.like}
+        self.adapted = {k: torch.cat([part[k] for part, _ in results]) for k in self.like}
         return self.adapted
 
     def attach(self, valid: TaskSteps) -> tuple[Tensor, Tensor]:
         """Cache the adapted policies' forward pass on ``valid``; their ``(mean, log_std)`` on
         ``valid.obs`` (each ``[K, N, act_dim]``), the outer loss's sampling distributions."""
         self.valid = valid
-        self.fisher = [
-            FisherProduct(
-                self.policy,
-                {k: v[g] for k, v in self.adapted.items()},
-                valid.obs[g],
-                valid.weights[g],
-            )
-            for g in self.groups
-        ]
+
+        def group(i: int) -> FisherProduct:
+            g = self.groups[i]
+            adapted = {k: v[g] for k, v in self.adapted.items()}
+            return FisherProduct(self.policy, adapted, valid.obs[g], valid.weights[g])
+
+        self.fisher = _over_groups(group, len(self.groups))
         mean = torch.cat([f.mean for f in self.fisher])
         return mean, self.adapted["log_std"].unsqueeze(1).expand_as(mean)
 
@@ -318,12 +356,13 @@ class _InnerSteps:
     def meta_gradient(self) -> Tensor:
         """The outer loss's flat gradient in ``theta`` at the current ``theta``."""
         valid = self._attached()
-        total = [torch.zeros_like(p) for p in self.like.values()]
-        for i, (g, fisher) in enumerate(zip(self.groups, self.fisher, strict=True)):
-            outer = fisher.policy_gradient(valid.actions[g], valid.advantages[g])
-            for j, part in enumerate(self._pull_back(i, outer)):
-                total[j] += part
-        return flatten_params(total) / valid.num_tasks
+
+        def group(i: int) -> list[Tensor]:
+            g = self.groups[i]
+            outer = self.fisher[i].policy_gradient(valid.actions[g], valid.advantages[g])
+            return self._pull_back(i, outer)
+
+        return flatten_params(_sum_parts(_over_groups(group, len(self.groups)))) / valid.num_tasks
 
     def hvp(self, damping: float) -> Callable[[Tensor], Tensor]:
         """``v -> (H + damping I) v``, ``H = mean_k J_k^T F_k J_k``: per task and step two
@@ -333,13 +372,13 @@ class _InnerSteps:
 
         def product(v: Tensor) -> Tensor:
             directions = unflatten_params(v, self.like)
-            total = [torch.zeros_like(p) for p in self.like.values()]
-            for i, (g, fisher) in enumerate(zip(self.groups, self.fisher, strict=True)):
-                n = g.stop - g.start
+
+            def group(i: int) -> list[Tensor]:
+                n = self.groups[i].stop - self.groups[i].start
                 parts = {k: p.unsqueeze(0).expand(n, *p.shape) for k, p in directions.items()}
-                fu = fisher.fvp(self._push_forward(i, parts))
-                for j, part in enumerate(self._pull_back(i, fu)):
-                    total[j] += part
+                return self._pull_back(i, self.fisher[i].fvp(self._push_forward(i, parts)))
+
+            total = _sum_parts(_over_groups(group, len(self.groups)))
             return flatten_params(total) / K + damping * v
 
         return product
@@ -516,16 +555,16 @@ class MAMLTRPO(MetaAgent):
         old_dist: tuple[Tensor, Tensor],
     ) -> tuple[Tensor, Tensor]:
         """:meth:`meta_objective`'s loss and KL (detached, no second-order graph), computed
-        over the task groups one at a time: what the line search asks of each candidate.
+        group by group (:func:`_over_groups`): what the line search asks of each candidate.
 
         Both are means over tasks, so each group's share is its part of the mean; the sum
         differs from one pass over every task only by floating-point rounding.
         """
         K = valid.num_tasks
-        loss = torch.zeros((), dtype=valid.obs.dtype, device=valid.obs.device)
-        kl = torch.zeros_like(loss)
-        for g in self._task_groups(*train, valid):
-            share = (g.stop - g.start) / K
+        groups = self._task_groups(*train, valid)
+
+        def group(i: int) -> tuple[Tensor, Tensor]:
+            g = groups[i]
             part_loss, part_kl = self.meta_objective(
                 theta,
                 [t.tasks(g) for t in train],
@@ -533,8 +572,14 @@ class MAMLTRPO(MetaAgent):
                 (old_dist[0][g], old_dist[1][g]),
                 False,
             )
-            loss = loss + share * part_loss.detach()
-            kl = kl + share * part_kl.detach()
+            return part_loss.detach(), part_kl.detach()
+
+        loss = torch.zeros((), dtype=valid.obs.dtype, device=valid.obs.device)
+        kl = torch.zeros_like(loss)
+        for g, (part_loss, part_kl) in zip(groups, _over_groups(group, len(groups)), strict=True):
+            share = (g.stop - g.start) / K
+            loss = loss + share * part_loss
+            kl = kl + share * part_kl
         return loss, kl
 
     def _curvature_steps(self, steps: list[TaskSteps]) -> list[TaskSteps]:

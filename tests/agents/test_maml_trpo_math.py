@@ -421,6 +421,56 @@ def test_task_groups_change_nothing_but_rounding(
         torch.testing.assert_close(grouped.hvp(0.1)(v), whole.hvp(0.1)(v), rtol=1e-10, atol=1e-12)
 
 
+def test_groups_on_several_threads_give_the_one_thread_numbers(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several torch threads the task groups run side by side, one pool thread each: the
+    inner step, the outer gradient, the curvature products and the line search's loss and KL
+    are then bit for bit what one thread computes, and the thread count is restored."""
+    import threading
+
+    from metarl.agents import maml_trpo
+
+    threads_seen: set[str] = set()
+
+    class Recorded(maml_trpo.FisherProduct):
+        def fvp(self, v: dict) -> dict:
+            threads_seen.add(threading.current_thread().name)
+            return super().fvp(v)
+
+    monkeypatch.setattr(maml_trpo, "FisherProduct", Recorded)
+    agent = make_agent(cpu_chunk_steps=1)  # a group per task
+    steps, valid = setup.steps, setup.valid_steps
+    theta = agent.policy.params()
+    moved = {n: (p + 0.1).detach().requires_grad_(True) for n, p in theta.items()}
+    v = torch.linspace(-1.0, 1.0, sum(p.numel() for p in theta.values()), dtype=torch.float64)
+
+    def passes() -> list[torch.Tensor]:
+        inner = agent._inner_steps([steps], valid)
+        assert len(inner.groups) == K
+        return [
+            *inner.adapted.values(),
+            inner.meta_gradient(),
+            inner.hvp(0.1)(v),
+            *agent._outer_by_groups(moved, [steps], valid, setup.old),
+        ]
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = passes()
+        assert threads_seen == {threading.current_thread().name}
+        threads_seen.clear()
+        torch.set_num_threads(3)
+        several = passes()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    assert threads_seen and all(name.startswith("metarl-group") for name in threads_seen)
+    for a, b in zip(one, several, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("chunk_steps", [0, 44])
 @pytest.mark.parametrize(
     ("activation", "num_steps", "first_order"),
