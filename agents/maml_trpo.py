@@ -8,7 +8,9 @@ steps (second order; ``first_order=True`` drops the inner Hessian). The tasks of
 are handled together: their parameter sets are stacked on a leading task axis and evaluated
 as batched matrix multiplies, and one backward pass gives every task's inner gradient. On a
 GPU every pass takes all tasks at once; on a CPU it takes them in cache-sized groups
-(``cpu_chunk_steps``), which changes nothing but rounding. The inner losses' first and second
+(``cpu_chunk_steps``), which changes nothing but rounding, side by side on a pool of torch's
+threads when there are several (each group on one thread, so the numbers do not depend on the
+thread count). The inner losses' first and second
 derivatives are written out layer by layer (:mod:`metarl.curvature`) and cached once an
 iteration: the inner steps, the second-order outer gradient and TRPO's curvature products all
 read the same forward passes, for any number of inner steps (autograd's double backward
@@ -103,9 +105,10 @@ class MAMLTRPOConfig:
     cpu_chunk_steps: int = 4096
     """On a CPU, every pass over the batch (inner steps, outer loss and gradient, curvature
     products, line-search candidates) runs over groups of tasks of about this many steps each,
-    one group after another: exact (tasks are independent until their losses are averaged),
-    and several times faster once a group's activations fit in the core's cache. 0: all tasks
-    at once, as always on a GPU."""
+    one group after another (or side by side, one thread each, with several torch threads):
+    exact (tasks are independent until their losses are averaged), and several times faster
+    once a group's activations fit in the core's cache. 0: all tasks at once, as always on a
+    GPU."""
 
     def __post_init__(self) -> None:
         checks = [
