@@ -310,7 +310,13 @@ class _InnerSteps:
             start = {k: v[g] for k, v in self.adapted.items()}
             t = train.tasks(g)
             inner = PolicyGradientCurvature(
-                self.policy, start, t.obs, t.actions, t.advantages, t.weights
+                self.policy,
+                start,
+                t.obs,
+                t.actions,
+                t.advantages,
+                t.weights,
+                hessian=not self.first_order,
             )
             gradient = inner.gradient()
             return {k: start[k] - self.lr * gradient[k] for k in start}, inner

@@ -221,13 +221,19 @@ class PolicyGradientCurvature:
         actions: Tensor,
         advantages: Tensor,
         weights: Tensor,
+        hessian: bool = True,
     ) -> None:
-        self.net = _Linearization(policy, params, obs, second_order=True)
+        """``hessian=False`` keeps only what :meth:`gradient` needs (first-order MAML): no
+        second derivatives are cached and :meth:`hvp` is refused."""
+        self.hessian = hessian
+        self.net = _Linearization(policy, params, obs, second_order=hessian)
         inv_var = _inverse_variance(params)
         wa = (weights * advantages).unsqueeze(1)  # [K, 1, N]
         self.grad, self.deltas, es, diff = _policy_gradient(
-            self.net, inv_var, actions.mT, wa, keep_e=True
+            self.net, inv_var, actions.mT, wa, keep_e=hessian
         )
+        if not hessian:
+            return
         self.mean_hessian = wa * inv_var  # d2 l / d mean2 (diagonal), [K, A, N]
         self.cross = 2.0 * wa * diff * inv_var  # d2 l / d mean d log_std, [K, A, N]
         self.log_std_hessian = (2.0 * wa * diff * diff * inv_var).sum(-1)  # [K, A]
@@ -239,6 +245,8 @@ class PolicyGradientCurvature:
 
     def hvp(self, v: Params) -> dict[str, Tensor]:
         """Every task's loss Hessian times ``v[k]``."""
+        if not self.hessian:
+            raise RuntimeError("this PolicyGradientCurvature was built with hessian=False")
         r_mean, r_in = self.net.jvp(v)
         v_log_std = v["log_std"].unsqueeze(-1)
         log_std = (self.cross * r_mean).sum(-1) + self.log_std_hessian * v["log_std"]

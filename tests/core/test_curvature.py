@@ -85,6 +85,14 @@ def test_policy_gradient_gradient_and_hessian_match_autograd(
     for name, g in zip(params, grads, strict=True):
         torch.testing.assert_close(ours[name], g, rtol=1e-10, atol=1e-12)
     assert_products_match(curvature.hvp, grads, params, seeds=(3, 4))
+    # First order keeps only the gradient: the same numbers, and no Hessian products.
+    gradient_only = PolicyGradientCurvature(
+        policy, params, obs, actions, advantages, weights, hessian=False
+    )
+    for name, g in gradient_only.gradient().items():
+        assert torch.equal(g, ours[name])
+    with pytest.raises(RuntimeError, match="hessian=False"):
+        gradient_only.hvp(directions(params, 3))
 
 
 @pytest.mark.parametrize(("activation", "hidden"), ARCHITECTURES)
