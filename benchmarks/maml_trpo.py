@@ -61,7 +61,8 @@ def main() -> None:
         + (f" ({args.workers} workers)" if args.backend != "inline" else "")
         + f", {args.adapt_steps} inner step{'s' if args.adapt_steps > 1 else ''}"
         + (", first order" if args.first_order else ", second order")
-        + f", hvp_subsample={args.hvp_subsample}"
+        + f", hvp_subsample={args.hvp_subsample}, {args.torch_threads} torch thread"
+        + ("s" if args.torch_threads > 1 else "")
     )
     try:
         records = run_iterations(
@@ -80,6 +81,7 @@ def main() -> None:
         "adapt_steps": args.adapt_steps,
         "first_order": args.first_order,
         "hvp_subsample": args.hvp_subsample,
+        "torch_threads": args.torch_threads,
         **summarize(records),
     }
     if args.json:
