@@ -106,9 +106,9 @@ class MAMLTRPOConfig:
     """On a CPU, every pass over the batch (inner steps, outer loss and gradient, curvature
     products, line-search candidates) runs over groups of tasks of about this many steps each,
     one group after another (or side by side, one thread each, with several torch threads):
-    exact (tasks are independent until their losses are averaged), and several times faster
-    once a group's activations fit in the core's cache. 0: all tasks at once, as always on a
-    GPU."""
+    exact (tasks are independent until their losses are averaged), and faster once a group's
+    activations fit in the core's cache (1.4x for an exact curvature product at 40 tasks of
+    4000 steps). 0: all tasks at once, as always on a GPU."""
 
     def __post_init__(self) -> None:
         checks = [
