@@ -36,8 +36,13 @@ class Point2DNav(TaskFamily):
     ``reward_distance``). ``dt`` = 1 (one step is one unit of time).
 
     Variants:
-        ``maml``: H = 100 (pytorch-maml-rl ``2d-navigation-v0``; Finn et al. 2017 report
-        results at this horizon).
+        ``maml``: H = 100 (pytorch-maml-rl ``2d-navigation-v0``): the action is the
+            displacement itself, in [-0.1, 0.1] per axis.
+        ``maml-rllab``: H = 100, the paper's own code (cbfinn/maml_rl ``maml_trpo_point.py``
+            wraps the env in rllab's ``normalize``): the action lies in [-1, 1] per axis and
+            the displacement is ``clip(0.1 * action, -0.1, 0.1)``. The same task and reward;
+            a policy's unit-scale exploration noise then covers the action range instead of
+            saturating it, so this is the variant the published numbers are comparable with.
     """
 
     name: ClassVar[str] = "Point2DNav"
@@ -48,12 +53,22 @@ class Point2DNav(TaskFamily):
             source="Finn et al. 2017 (MAML) Sec. 5.2; tristandeleu/pytorch-maml-rl "
             "maml_rl/envs/navigation.py (Navigation2DEnv)",
         ),
+        "maml-rllab": Variant(
+            horizon=100,
+            source="cbfinn/maml_rl maml_examples/maml_trpo_point.py and point_env_randgoal.py "
+            "under rllab's normalize(): actions in [-1, 1] scaled into [-0.1, 0.1]",
+            options={"action_scale": MAX_STEP},
+        ),
     }
 
     def __init__(self, variant: str | None = None, horizon: int | None = None) -> None:
         super().__init__(variant=variant, horizon=horizon)
+        self.action_scale: float | None = self.variants[self.variant].options.get("action_scale")
+        """Displacement per unit of action (``maml-rllab``); None: the action is the
+        displacement."""
+        bound = MAX_STEP if self.action_scale is None else MAX_STEP / self.action_scale
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
-        self.action_space = gym.spaces.Box(-MAX_STEP, MAX_STEP, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-bound, bound, shape=(2,), dtype=np.float32)
 
     def param_specs(self) -> dict[str, ParamSpec]:
         return {
@@ -98,9 +113,12 @@ class Point2DBatch(BatchStepper):
         return self.state[idx].copy()
 
     def step(self, actions: Array, indices: Sequence[int] | None = None) -> BatchStep:
-        """Move env ``indices[j]`` by ``clip(actions[j], -0.1, 0.1)``; returns ``[n, ...]`` rows."""
+        """Move env ``indices[j]`` by ``clip(actions[j], -0.1, 0.1)`` (``maml-rllab``: by
+        ``clip(0.1 * actions[j], -0.1, 0.1)``); returns ``[n, ...]`` rows."""
         idx = self._indices(indices)
         actions = self._check_actions(actions, len(idx))
+        if self.family.action_scale is not None:
+            actions = actions * self.family.action_scale
         state = self.state[idx] + np.clip(actions, -MAX_STEP, MAX_STEP)
         self.state[idx] = state
         self._trail[idx, self._trail_count[idx] % self._trail_len] = state

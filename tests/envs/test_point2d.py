@@ -193,3 +193,25 @@ def test_trajectory_keeps_the_last_horizon_positions(family):
     np.testing.assert_allclose(batch.trajectory(0), [[0.3, 0], [0.4, 0], [0.5, 0], [0.6, 0]])
     batch.reset([np.random.default_rng(0)])
     np.testing.assert_array_equal(batch.trajectory(0), [[0.0, 0.0]])
+
+
+def test_rllab_variant_scales_unit_actions_into_the_step():
+    # cbfinn/maml_rl ran the point env under rllab's normalize(): an action a in [-1, 1]
+    # moves the point by clip(0.1 * a, -0.1, 0.1); the task and the reward are the same.
+    rllab = Point2DNav(variant="maml-rllab")
+    assert rllab.horizon == 100
+    assert rllab.action_space == gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    env = MetaEnv(rllab)
+    env.set_task({"goal": [0.25, -0.15]})
+    env.reset(seed=0)
+    obs, reward, terminated, _, info = env.step(np.array([1.0, -0.5], dtype=np.float32))
+    np.testing.assert_allclose(obs, [0.1, -0.05])
+    assert reward == pytest.approx(-math.hypot(0.1 - 0.25, -0.05 + 0.15))
+    assert reward == info["reward_distance"] and not terminated
+    obs, *_ = env.step(np.array([7.0, -3.0], dtype=np.float32))  # beyond the range: clipped
+    np.testing.assert_allclose(obs, [0.2, -0.15])
+    # The same displacements through the default variant take the displacement itself.
+    plain = MetaEnv(Point2DNav())
+    plain.set_task({"goal": [0.25, -0.15]})
+    plain.reset(seed=0)
+    np.testing.assert_allclose(plain.step(np.array([0.1, -0.05]))[0], [0.1, -0.05])
