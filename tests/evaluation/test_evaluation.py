@@ -105,10 +105,15 @@ def test_a_finite_task_set_repeats_its_tasks() -> None:
 
 def test_published_reference_only_where_the_setting_matches() -> None:
     paper = make_protocol("paper", "Point2DNav")
-    ref = published_reference("Point2DNav", "maml", 100, paper)
+    assert paper.episodes_per_step == 40  # the paper's test: 4000 steps per gradient step
+    ref = published_reference("Point2DNav", "maml-rllab", 100, paper)
     assert ref is not None and ref.returns == (-40.4, -11.7, -3.3, -3.2)
-    assert published_reference("Point2DNav", "maml", HORIZON, paper) is None  # horizon
-    assert published_reference("Point2DNav", "maml", 100, make_protocol("quick", "x")) is None
+    # The paper's point env scaled unit actions into its 0.1 step (rllab's normalize).
+    assert published_reference("Point2DNav", "maml", 100, paper) is None
+    assert published_reference("Point2DNav", "maml-rllab", HORIZON, paper) is None  # horizon
+    quick = make_protocol("quick", "x")
+    assert published_reference("Point2DNav", "maml-rllab", 100, quick) is None
+    paper = make_protocol("paper", "HalfCheetahDir")
     assert published_reference("HalfCheetahVel", "pearl", 200, paper) is None  # task range
     # The paper's cheetah took one MuJoCo step per action (rllab), Gymnasium's v5 takes five.
     assert published_reference("HalfCheetahDir", "maml", 200, paper) is None
