@@ -93,8 +93,11 @@ CHEETAH_DIR_BUDGET = 32_000_000
 """HalfCheetahDir's: the paper's 100 iterations x 40 tasks x 20 episodes x H = 200, x 2."""
 CHEETAH_VEL_BUDGET = 76_000_000
 """HalfCheetahVel's: the paper's 475 iterations x 40 tasks x 10 episodes x H = 200, x 2."""
-PARAMS_BUDGET = 4_000_000
-"""HalfCheetahParams': what two cores train in about an hour per seed for every agent."""
+PARAMS_BUDGET = 6_000_000
+"""HalfCheetahParams' (no published number): the same for every agent, about ten minutes of a
+core per seed."""
+ANT_DIR_BUDGET = 20_000_000
+"""AntDir's: what one core samples in a few hours (the paper's run is 368M env steps)."""
 
 CELLS: dict[str, Cell] = {
     c.name: c
@@ -149,6 +152,50 @@ CELLS: dict[str, Cell] = {
             "paper",
             group="HalfCheetahVel (maml-100hz, H = 200), 76M env steps",
             note="Finn et al. 2017: 475 iterations, meta-batch 40, 10 episodes, max KL 0.01",
+        ),
+        Cell(
+            "cheetah-params-maml-trpo",
+            "maml-trpo",
+            "HalfCheetahParams",
+            "pearl",
+            "default",
+            budget=PARAMS_BUDGET,
+            flags=("--meta-batch-size", "20", "--episodes-per-task", "10"),
+            group="HalfCheetahParams (pearl, H = 200), 6M env steps",
+            note="dynamics tasks (mass, inertia, friction, damping); meta-batch 20 x 10 "
+            "episodes so that the budget makes 75 iterations",
+        ),
+        Cell(
+            "cheetah-params-reptile-ppo",
+            "reptile-ppo",
+            "HalfCheetahParams",
+            "pearl",
+            "default",
+            budget=PARAMS_BUDGET,
+            group="HalfCheetahParams (pearl, H = 200), 6M env steps",
+            note="the default preset, iterations set by the budget",
+        ),
+        Cell(
+            "cheetah-params-rl2-ppo",
+            "rl2-ppo",
+            "HalfCheetahParams",
+            "pearl",
+            "default",
+            budget=PARAMS_BUDGET,
+            group="HalfCheetahParams (pearl, H = 200), 6M env steps",
+            note="garage's settings, iterations set by the budget",
+        ),
+        Cell(
+            "ant-dir-maml-trpo",
+            "maml-trpo",
+            "AntDir",
+            "maml",
+            "paper",
+            budget=ANT_DIR_BUDGET,
+            flags=("--meta-batch-size", "20", "--episodes-per-task", "20"),
+            group="AntDir (maml, forward/backward, H = 200), 20M env steps",
+            note="the paper's settings at meta-batch 20 x 20 episodes and 20M env steps "
+            "(125 iterations; the paper's run, 575 iterations x 40 x 40, is 368M)",
         ),
     ]
 }
@@ -597,6 +644,15 @@ def _cell_section(cell: Cell, seeds: dict[int, SeedResult]) -> list[str]:
     return lines
 
 
+def _smoothed(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A running mean of ``y`` over 2% of the iterations (at least 1), at its window's end."""
+    window = max(1, len(y) // 50)
+    if window == 1:
+        return x, y
+    kernel = np.ones(window) / window
+    return x[window - 1 :], np.convolve(y, kernel, mode="valid")
+
+
 def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], stem: Path) -> None:
     """``<stem>-learning.png`` and ``<stem>-adaptation.png`` for one group of cells."""
     import matplotlib
@@ -609,20 +665,21 @@ def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], ste
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (cell, seeds) in enumerate(cells):
         color = f"C{i}"
-        curves = [s.curve() for s in seeds.values() if s.metrics]
+        curves = [_smoothed(*s.curve()) for s in seeds.values() if s.metrics]
         if not curves:
             continue
         for x, y in curves:
             ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+        start = max(float(x[0]) for x, _ in curves)
         end = min(float(x[-1]) for x, _ in curves)
-        grid = np.linspace(0.0, end, 200)
+        grid = np.linspace(start, max(start, end), 200)
         ys = np.stack([np.interp(grid, x, y) for x, y in curves])
         label = f"{cell.algo} ({cell.name}, {len(curves)} seeds)"
         ax.plot(grid, ys.mean(0), color=color, linewidth=2, label=label)
         if len(curves) > 1:
             ax.fill_between(grid, ys.min(0), ys.max(0), color=color, alpha=0.12)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("post-adaptation return (training batches)")
+    ax.set_ylabel("post-adaptation return, training batches\n(running mean, 2% of the run)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
