@@ -36,7 +36,7 @@ format: venv
 ## from-scratch PPO baseline, and its adaptation video: runs/demo-..., videos/demo-....mp4.
 DEMO_RUN := runs/demo-maml-trpo-Point2DNav-$(shell date +%Y%m%d-%H%M%S)
 demo: venv
-	$(PY) -m metarl train maml-trpo --env Point2DNav --preset quick --seed 0 --run-dir $(DEMO_RUN)
+	$(PY) -m metarl train maml-trpo --env Point2DNav --variant maml-rllab --preset quick --seed 0 --run-dir $(DEMO_RUN)
 	$(PY) -m metarl eval $(DEMO_RUN) --protocol quick --baseline-tasks 2
 	$(PY) -m metarl render $(DEMO_RUN) --task-index 0 --out videos/$(notdir $(DEMO_RUN)).mp4 --gif
 
