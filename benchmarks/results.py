@@ -539,6 +539,15 @@ def load_cell(folder: Path) -> dict[int, SeedResult]:
     return seeds
 
 
+def _published(cell: Cell, seed: SeedResult) -> dict[str, Any] | None:
+    """The published MAML-TRPO curve the meta-test matched, for MAML-TRPO's cells only (the
+    other agents have no published numbers in these settings)."""
+    if cell.algo != "maml-trpo" or seed.eval is None:
+        return None
+    ref = seed.eval.get("reference")
+    return ref if isinstance(ref, dict) else None
+
+
 def _t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     from metarl.evaluation import summarize
 
@@ -606,13 +615,13 @@ def _cell_section(cell: Cell, seeds: dict[int, SeedResult]) -> list[str]:
     assert first.eval is not None
     protocol = first.eval["protocol"]
     recurrent = bool(first.eval.get("recurrent"))
-    ref = first.eval.get("reference")
+    ref = _published(cell, first)
     values = [f.step_values() or [] for f in finished]
     num_steps = min(len(v) for v in values)
     head = ["episode" if recurrent else "step", "mean [95% CI over seeds]"]
     head += [f"seed {f.seed}" for f in finished]
     if ref is not None:
-        head.append("published")
+        head.append("published (Finn et al. 2017)")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in range(num_steps):
         col = [v[s] for v in values]
@@ -704,7 +713,7 @@ def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], ste
         else:
             err = None
         ax.errorbar(steps, mean, yerr=err, color=f"C{i}", marker="o", capsize=3, label=cell.name)
-        ref = finished[0].eval["reference"] if finished[0].eval else None
+        ref = _published(cell, finished[0])
         if ref is not None and not published_drawn:
             pub = ref["returns"][:k]
             ax.plot(range(len(pub)), pub, "kx", markersize=9, label="published (MAML-TRPO)")
@@ -719,13 +728,55 @@ def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], ste
     plt.close(fig)
 
 
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def summary_table(cells: list[tuple[Cell, dict[int, SeedResult]]]) -> list[str]:
+    """One row per cell with finished seeds: the mean over seeds after each step."""
+    lines = [
+        "| cell | agent | family (variant) | env steps / seed | seeds | mean return after 0, 1, "
+        "2, 3 steps (RL^2: episodes 1-4) | published MAML-TRPO |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cell, seeds in cells:
+        finished = [s for s in seeds.values() if s.status == "complete" and s.eval is not None]
+        if not finished:
+            continue
+        values = [f.step_values() or [] for f in finished]
+        k = min(len(v) for v in values)
+        means = " / ".join(f"{np.mean([v[s] for v in values]):.1f}" for s in range(k))
+        ref = _published(cell, finished[0])
+        published = " / ".join(f"{x:.1f}" for x in ref["returns"][:k]) if ref else ""
+        steps = _steps(float(np.mean([f.record.get("env_steps", 0) for f in finished])))
+        family = f"{cell.family} ({cell.variant})" if cell.variant else cell.family
+        row = [f"`{cell.name}`", cell.algo, family, steps, str(len(finished)), means, published]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _update_readme(
+    readme: Path, cells: list[tuple[Cell, dict[int, SeedResult]]], docs: Path
+) -> None:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} block to put the table in")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    table = "\n".join(summary_table(cells))
+    _atomic_write(readme, f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
 def _slug(text: str) -> str:
     keep = "".join(c.lower() if c.isalnum() else "-" for c in text.split("(")[0].strip())
     return "-".join(p for p in keep.split("-") if p)
 
 
-def report(results: Path = RESULTS, docs: Path = DOCS) -> Path:
-    """Write ``docs/results.md`` and ``docs/figures/results-*.png`` from ``results/`` alone."""
+def report(results: Path = RESULTS, docs: Path = DOCS, readme: Path | None = None) -> Path:
+    """Write ``docs/results.md`` and ``docs/figures/results-*.png`` from ``results/`` alone.
+
+    With ``readme``, the summary table between its ``<!-- results:begin -->`` and
+    ``<!-- results:end -->`` lines is rewritten too.
+    """
     found = {p.name: load_cell(p) for p in sorted(results.glob("*")) if p.is_dir()}
     names = [n for n in CELLS if n in found or results == RESULTS]
     names += [n for n in found if n not in CELLS]
@@ -761,6 +812,8 @@ def report(results: Path = RESULTS, docs: Path = DOCS) -> Path:
                 f"![adaptation curves]({rel}-adaptation.png)",
                 "",
             ]
+    if readme is not None:
+        _update_readme(readme, [c for cells in groups.values() for c in cells], docs)
     findings = results / "findings.md"
     if findings.is_file():
         lines += [findings.read_text().rstrip(), ""]
@@ -802,11 +855,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("report", help="write docs/results.md and its figures")
     rep.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     rep.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
+    rep.add_argument("--readme", type=Path, default=ROOT / "README.md", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.command == "list":
         return _list()
     if args.command == "report":
-        print(f"wrote {report(args.results, args.docs)}")
+        print(f"wrote {report(args.results, args.docs, args.readme)} and {args.readme}'s table")
         return 0
     if args.cell not in CELLS:
         from metarl.envs.base import close_matches

@@ -262,6 +262,22 @@ def test_report_tables_figures_published_and_missing_seeds(tmp_path: Path) -> No
     assert "![learning curves](figures/results-fixture-group-learning.png)" in text
 
 
+def test_report_rewrites_the_readme_table(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _fixture_seed(results / "fixture" / "seed-0", 0, [-40.0, -12.0, -5.0, -4.0], "complete")
+    _fixture_seed(results / "fixture" / "seed-1", 1, [-38.0, -10.0, -3.0, -2.0], "complete")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:begin -->\nold\n<!-- results:end -->\n\nafter\n")
+    R.report(results, tmp_path / "docs", readme)
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- results:end -->\n\nafter\n")
+    row = "| `fixture` | maml-trpo | Point2DNav (maml-rllab) | 4.0k | 2 "
+    assert row + "| -39.0 / -11.0 / -4.0 / -3.0 | -40.4 / -11.7 / -3.3 / -3.2 |" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="results:begin"):
+        R.report(results, tmp_path / "docs", readme)
+
+
 def test_report_includes_the_findings_file(tmp_path: Path) -> None:
     results = tmp_path / "results"
     _fixture_seed(results / "fixture" / "seed-0", 0, [-40.0, -12.0], "complete")
