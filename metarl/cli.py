@@ -237,10 +237,17 @@ def _eval(argv: Sequence[str]) -> int:
         )
         base = result.baseline_summaries()
         for s, summ in enumerate(result.summaries()):
-            line = (
-                f"  {result.step_label(s):<10} {summ.mean:10.2f}  "
-                f"[{summ.ci_low:.2f}, {summ.ci_high:.2f}]"
-            )
+            if summ.diverged:
+                line = (
+                    f"  {result.step_label(s):<10} {'diverged':>10}  "
+                    f"({summ.diverged} of {summ.n} task-seed values: non-finite actions, "
+                    "observations or rewards)"
+                )
+            else:
+                line = (
+                    f"  {result.step_label(s):<10} {summ.mean:10.2f}  "
+                    f"[{summ.ci_low:.2f}, {summ.ci_high:.2f}]"
+                )
             if base:
                 line += f"   sb3-ppo-scratch {base[s].mean:10.2f}"
             if result.reference is not None and s < len(result.reference.returns):
