@@ -334,7 +334,8 @@ COMMANDS = {"train": _train, "eval": _eval, "render": _render, "list": _list}
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metarl`` script; returns the exit status."""
-    from metarl.runs import RunError
+    from metarl.runs import RunError, TrainingError, one_line
+    from metarl.sampling import DivergedError, WorkerError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -350,7 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[command](argv[1:])
     except (UsageError, RunError, ValueError, ImportError) as exc:
         print(f"metarl {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, TrainingError) else 2
+    except (MemoryError, OSError, WorkerError, DivergedError) as exc:
+        # Circumstances (a dead worker, no memory, a full disk), not a bad command line: one
+        # line, exit status 1. Training has kept its last completed iteration by then.
+        print(f"metarl {command}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:  # tyro reports bad flags (and --help) this way

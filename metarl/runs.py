@@ -34,10 +34,12 @@ __all__ = [
     "FORMAT_VERSION",
     "MetricsLogger",
     "RunError",
+    "TrainingError",
     "atomic_torch_save",
     "capture_rng_state",
     "create_run_dir",
     "load_checkpoint",
+    "one_line",
     "read_run_config",
     "resolve_device",
     "restore_rng_state",
@@ -53,6 +55,10 @@ LATEST = "latest.pt"
 
 class RunError(ValueError):
     """A run folder that cannot be used as asked (missing, incomplete, wrong kind)."""
+
+
+class TrainingError(RunError):
+    """Training stopped by a failure; the message is one line that says how to continue."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -188,6 +194,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or "iteration" not in state:
         raise RunError(f"{path} is not a metarl checkpoint")
     return state
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception as one line: its message's first line (and a worker traceback's last).
+
+    ``MemoryError`` and ``OSError`` say their type (their messages alone can be empty or bare).
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+    if isinstance(exc, MemoryError | OSError):
+        text = f"{type(exc).__name__}: {text}"
+    return text
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,12 +22,18 @@ import torch
 
 from metarl.agent import MetaAgent, config_from_dict
 from metarl.runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LATEST,
+    METRICS_FILE,
     MetricsLogger,
     RunError,
+    TrainingError,
     capture_rng_state,
     create_run_dir,
     latest_checkpoint,
     load_checkpoint,
+    one_line,
     read_run_config,
     resolve_device,
     restore_rng_state,
@@ -38,7 +44,7 @@ from metarl.tasks import TaskSampler
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
 
-__all__ = ["RunArgs", "agent_registry", "build_agent", "make_sampler", "train"]
+__all__ = ["RunArgs", "TrainingError", "agent_registry", "build_agent", "make_sampler", "train"]
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,7 @@ def _train(
     agent = agent_cls(config, observation_space, action_space, device)
     # Built before the run folder: a sampler that cannot start leaves nothing behind.
     sampler = make_sampler(source, agent.policy, run.backend, run.num_workers, run.horizon)
+    sampler.on_diverged = "raise"  # no update from a diverged batch: stop with the last good state
     rng = np.random.default_rng(run.seed)
     start = 0
     if run.resume is not None:
@@ -243,6 +250,7 @@ def _train(
         }
 
     last = snapshot(start)
+    saved = start  # the iteration checkpoints/latest.pt holds (0 and no file for a new run)
     bar = _progress(run.progress, start, iterations, f"{algo} {run.env}")
     try:
         for it in range(start, iterations):
@@ -257,16 +265,17 @@ def _train(
                 save_checkpoint(
                     run_dir, last, done, keep=done % run.keep_every == 0 or done == iterations
                 )
+                saved = done
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(_postfix(metrics), refresh=False)
-    except KeyboardInterrupt:
-        save_checkpoint(run_dir, last, int(last["iteration"]), keep=False)
-        print(
-            f"\ninterrupted: saved iteration {last['iteration']} to {run_dir}; continue with "
-            f"--resume {run_dir}",
-            file=sys.stderr,
-        )
+    except BaseException as exc:
+        if bar is not None:
+            bar.close()
+            bar = None
+        logger.close()
+        sampler.close()
+        _stop(exc, run_dir, last, saved, fresh=run.resume is None, config=config)
         raise
     finally:
         if bar is not None:
@@ -274,6 +283,87 @@ def _train(
         logger.close()
         sampler.close()
     return run_dir
+
+
+# Failures that are the run's circumstances, not a bug: one line instead of a traceback.
+_EXPECTED_FAILURES: tuple[type[BaseException], ...] = (MemoryError, OSError, RunError)
+# Step sizes a diverged run can lower (the first of these its config has are named).
+STEP_SIZES = ("adapt_lr", "max_kl", "meta_lr", "learning_rate")
+
+
+def _stop(
+    exc: BaseException,
+    run_dir: Path,
+    last: Mapping[str, Any],
+    saved: int,
+    *,
+    fresh: bool,
+    config: Any,
+) -> None:
+    """Keep what a failed or interrupted run completed; raise (or print) one line about it.
+
+    The last completed iteration is saved to ``latest.pt`` (never a kept one); a new run that
+    completed nothing loses its folder, so the same command can be run again. Raises
+    :class:`TrainingError` for expected failures; returns for others (a bug keeps its
+    traceback, after a note on stderr).
+    """
+    from metarl.sampling import DivergedError, WorkerError
+
+    done = int(last["iteration"])
+    failed_in = done + 1
+    save_error: BaseException | None = None
+    if done > saved:
+        try:
+            save_checkpoint(run_dir, last, done, keep=False)
+            saved = done
+        except BaseException as err:  # the first failure is the one to report; this is noted
+            save_error = err
+    kept = not (fresh and saved == 0)
+    if kept:
+        ckpt = Path(run_dir) / CHECKPOINT_DIR / LATEST
+        where = f"{ckpt} keeps iteration {saved}"
+        again = f"continue with --resume {run_dir}"
+    else:
+        _remove_run_dir(run_dir)
+        where = f"nothing was completed, so {run_dir} was removed"
+        again = "run the same command again"
+    if save_error is not None:
+        where = f"saving iteration {done} failed ({one_line(save_error)}); {where}"
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"\ninterrupted: {where}; {again}", file=sys.stderr)
+        return
+    if isinstance(exc, DivergedError):
+        names = [n for n in STEP_SIZES if hasattr(config, n)]
+        lower = " or ".join(f"--{n.replace('_', '-')} (now {getattr(config, n):g})" for n in names)
+        if lower:
+            again = (
+                f"continue with --resume {run_dir} and a lower {lower}"
+                if kept
+                else f"run again with a lower {lower}"
+            )
+        raise TrainingError(
+            f"the policy diverged in iteration {failed_in} ({exc}); {where}; {again}"
+        ) from exc
+    if isinstance(exc, (WorkerError, *_EXPECTED_FAILURES)):
+        raise TrainingError(
+            f"iteration {failed_in} failed: {one_line(exc)}; {where}; {again}"
+        ) from exc
+    print(f"\ntraining failed in iteration {failed_in}: {where}; {again}", file=sys.stderr)
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """Remove what a new run wrote (the folder too, unless it held something else)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, METRICS_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in (CHECKPOINT_DIR, "tb"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # not empty: it held the user's own files before
 
 
 def make_sampler(
