@@ -25,16 +25,21 @@ from metarl.runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     LATEST,
+    LOCK_FILE,
     METRICS_FILE,
     MetricsLogger,
     RunError,
+    RunLock,
     TrainingError,
     capture_rng_state,
     create_run_dir,
+    kept_checkpoints,
     latest_checkpoint,
     load_checkpoint,
+    nonfinite_tensors,
     one_line,
     read_run_config,
+    remove_stale_temporaries,
     resolve_device,
     restore_rng_state,
     save_checkpoint,
@@ -78,7 +83,8 @@ class RunArgs:
     checkpoint_every: int = 10
     """Write checkpoints/latest.pt every this many iterations (and at the end)."""
     keep_every: int = 50
-    """Also keep checkpoints/iter_XXXXXX.pt every this many iterations."""
+    """Also keep checkpoints/iter_XXXXXX.pt every this many iterations (whatever
+    checkpoint_every is; each also refreshes latest.pt)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -218,28 +224,35 @@ def _train(
     sampler.on_diverged = "raise"  # no update from a diverged batch: stop with the last good state
     rng = np.random.default_rng(run.seed)
     start = 0
-    if run.resume is not None:
-        run_dir = Path(run.resume)
-        state = load_checkpoint(latest_checkpoint(run_dir), map_location=device)
-        agent.load_state_dict(state["agent"])
-        restore_rng_state(rng, state["rng"])
-        start = int(state["iteration"])
-        if start >= iterations:
-            sampler.close()
-            print(f"{run_dir} already finished {start} of {iterations} iterations", file=sys.stderr)
-            return run_dir
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
-        try:
+    lock: RunLock | None = None
+    try:
+        if run.resume is not None:
+            run_dir = Path(run.resume)
+            lock = RunLock(run_dir)  # before anything in the folder is read or changed
+            remove_stale_temporaries(run_dir)
+            start = _restore(agent, rng, latest_checkpoint(run_dir), algo, device)
+            if start >= iterations:
+                sampler.close()
+                lock.release()
+                print(
+                    f"{run_dir} already finished {start} of {iterations} iterations",
+                    file=sys.stderr,
+                )
+                return run_dir
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
             create_run_dir(
                 run_dir,
                 {"algo": algo, "run": asdict(run), "config": asdict(config), "family": described},
             )
-        except BaseException:
-            sampler.close()
-            raise
-    logger = MetricsLogger(run_dir, start_iteration=start)
+            lock = RunLock(run_dir)
+        logger = MetricsLogger(run_dir, start_iteration=start)
+    except BaseException:
+        sampler.close()
+        if lock is not None:
+            lock.release()
+        raise
 
     def snapshot(done: int) -> dict[str, Any]:
         return {
@@ -261,10 +274,9 @@ def _train(
             logger.log(it, metrics)
             done = it + 1
             last = snapshot(done)
-            if done % run.checkpoint_every == 0 or done == iterations:
-                save_checkpoint(
-                    run_dir, last, done, keep=done % run.keep_every == 0 or done == iterations
-                )
+            keep = done % run.keep_every == 0 or done == iterations
+            if done % run.checkpoint_every == 0 or keep:
+                save_checkpoint(run_dir, last, done, keep=keep)
                 saved = done
             if bar is not None:
                 bar.update(1)
@@ -282,7 +294,41 @@ def _train(
             bar.close()
         logger.close()
         sampler.close()
+        lock.release()
     return run_dir
+
+
+def _restore(
+    agent: MetaAgent, rng: np.random.Generator, path: Path, algo: str, device: torch.device
+) -> int:
+    """Load checkpoint ``path`` into ``agent`` and ``rng``; returns its iteration.
+
+    Raises:
+        RunError: a damaged checkpoint, one of another agent, or one with NaN or infinite
+            weights (naming the kept checkpoints to go back to).
+    """
+    state = load_checkpoint(path, map_location=device)
+    bad = nonfinite_tensors(state["agent"])
+    if bad:
+        kept = [p.name for p in kept_checkpoints(path.parent.parent) if p.name != path.name]
+        older = (
+            f"copy an older kept one ({', '.join(kept[-3:])}) over {path} to resume from it"
+            if kept
+            else "no older kept checkpoint exists; start a new run"
+        )
+        raise RunError(
+            f"cannot resume: checkpoint {path} holds NaN or infinite values "
+            f"({', '.join(bad[:3])}); {older}"
+        )
+    try:
+        agent.load_state_dict(state["agent"])
+        restore_rng_state(rng, state["rng"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise RunError(
+            f"checkpoint {path} does not fit this {algo} run ({one_line(exc)}); "
+            "it is damaged or from another run"
+        ) from exc
+    return int(state["iteration"])
 
 
 # Failures that are the run's circumstances, not a bug: one line instead of a traceback.
@@ -356,7 +402,7 @@ def _remove_run_dir(run_dir: Path) -> None:
     import shutil
 
     run_dir = Path(run_dir)
-    for name in (CONFIG_FILE, METRICS_FILE):
+    for name in (CONFIG_FILE, METRICS_FILE, LOCK_FILE):
         (run_dir / name).unlink(missing_ok=True)
     for name in (CHECKPOINT_DIR, "tb"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
