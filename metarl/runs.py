@@ -116,12 +116,21 @@ def create_run_dir(path: Path, config: Mapping[str, Any]) -> Path:
             f"run folder {path} already exists and is not empty; pass --resume {path} to "
             "continue it, or choose another --run-dir"
         )
+    existed = path.exists()
     try:
         (path / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        payload = {"format_version": FORMAT_VERSION, **to_jsonable(dict(config))}
+        text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+        _atomic_write_text(path / CONFIG_FILE, text)
     except OSError as exc:
-        raise RunError(f"cannot create run folder {path}: {exc}") from exc
-    payload = {"format_version": FORMAT_VERSION, **to_jsonable(dict(config))}
-    _atomic_write_text(path / CONFIG_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        # Leave nothing half made: the same command must be able to run again.
+        for folder in (path / CHECKPOINT_DIR, None if existed else path):
+            if folder is not None:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    pass
+        raise RunError(f"cannot create run folder {path}: {one_line(exc)}") from exc
     return path
 
 
@@ -421,6 +430,20 @@ def restore_rng_state(rng: np.random.Generator, state: Mapping[str, Any]) -> Non
 # --------------------------------------------------------------------------------------------
 
 
+def _ranges(values: list[int]) -> str:
+    """``[0, 2, 3, 4]`` -> ``"0, 2-4"``."""
+    parts: list[str] = []
+    start = prev = values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(parts)
+
+
 def _read_metrics(path: Path, start: int) -> tuple[list[str] | None, list[dict[str, str]]]:
     """The header and rows ``0..start-1`` of a metrics file, checked for a resume at ``start``.
 
@@ -469,7 +492,7 @@ def _read_metrics(path: Path, start: int) -> tuple[list[str] | None, list[dict[s
     if got != list(range(start)):
         missing = sorted(set(range(start)) - set(got))
         what = (
-            f"rows for iterations {missing[0]}-{missing[-1]} are missing"
+            f"rows for iterations {_ranges(missing)} are missing"
             if missing
             else "rows are repeated or out of order"
         )

@@ -248,10 +248,22 @@ def _train(
             )
             lock = RunLock(run_dir)
         logger = MetricsLogger(run_dir, start_iteration=start)
-    except BaseException:
+    except BaseException as exc:
         sampler.close()
         if lock is not None:
             lock.release()
+        if isinstance(exc, MemoryError | OSError) and run.resume is not None:
+            ckpt = Path(run.resume) / CHECKPOINT_DIR / LATEST
+            raise TrainingError(
+                f"cannot resume: {one_line(exc)}; {ckpt} keeps iteration {start} untouched; "
+                f"continue with --resume {run.resume} once that is fixed"
+            ) from exc
+        if isinstance(exc, MemoryError | OSError) and lock is not None:
+            _remove_run_dir(run_dir)  # a new run that could not start: nothing to keep
+            raise TrainingError(
+                f"cannot start the run: {one_line(exc)}; {run_dir} was removed, run the "
+                "same command again once that is fixed"
+            ) from exc
         raise
 
     def snapshot(done: int) -> dict[str, Any]:
@@ -264,9 +276,11 @@ def _train(
 
     last = snapshot(start)
     saved = start  # the iteration checkpoints/latest.pt holds (0 and no file for a new run)
+    running = start + 1  # the iteration in flight (1-based)
     bar = _progress(run.progress, start, iterations, f"{algo} {run.env}")
     try:
         for it in range(start, iterations):
+            running = it + 1
             t0 = time.perf_counter()
             tasks = source.sample(config.meta_batch_size, rng)
             metrics = agent.train_step(sampler, tasks, rng)
@@ -287,7 +301,7 @@ def _train(
             bar = None
         logger.close()
         sampler.close()
-        _stop(exc, run_dir, last, saved, fresh=run.resume is None, config=config)
+        _stop(exc, run_dir, last, saved, running, fresh=run.resume is None, config=config)
         raise
     finally:
         if bar is not None:
@@ -342,6 +356,7 @@ def _stop(
     run_dir: Path,
     last: Mapping[str, Any],
     saved: int,
+    failed_in: int,
     *,
     fresh: bool,
     config: Any,
@@ -356,7 +371,6 @@ def _stop(
     from metarl.sampling import DivergedError, WorkerError
 
     done = int(last["iteration"])
-    failed_in = done + 1
     save_error: BaseException | None = None
     if done > saved:
         try:
@@ -374,7 +388,7 @@ def _stop(
         where = f"nothing was completed, so {run_dir} was removed"
         again = "run the same command again"
     if save_error is not None:
-        where = f"saving iteration {done} failed ({one_line(save_error)}); {where}"
+        where = f"saving iteration {done} failed too ({one_line(save_error)}); {where}"
     if isinstance(exc, KeyboardInterrupt):
         print(f"\ninterrupted: {where}; {again}", file=sys.stderr)
         return
