@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metarl.cli import parse_train_args
-from metarl.runs import RunError
+from metarl.runs import RunError, TrainingError, one_line
+from metarl.sampling import DivergedError, WorkerError
 from metarl.train import RunArgs, agent_registry, train
 
 
@@ -57,7 +58,10 @@ def main(family: str, doc: str, argv: Sequence[str] | None = None) -> int:
         run_dir = train(algo, run, config, iterations=iterations)
     except (RunError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, TrainingError) else 2
+    except (MemoryError, OSError, WorkerError, DivergedError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     print(f"run folder: {run_dir}")
