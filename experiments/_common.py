@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metarl.cli import parse_train_args
+from metarl.cli import given_settings, parse_train_args
 from metarl.runs import RunError, TrainingError, one_line
 from metarl.sampling import DivergedError, WorkerError
 from metarl.train import RunArgs, agent_registry, train
@@ -54,8 +54,11 @@ def parse(
 def main(family: str, doc: str, argv: Sequence[str] | None = None) -> int:
     """Train an agent on ``family`` as the command line says; returns the exit status."""
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         algo, run, config, iterations = parse(family, doc, argv)
-        run_dir = train(algo, run, config, iterations=iterations)
+        # The script fixes the family: a resumed run must be of it.
+        given = given_settings(argv) | {"env"}
+        run_dir = train(algo, run, config, iterations=iterations, given=given)
     except (RunError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, TrainingError) else 2

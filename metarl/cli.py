@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "main", "parse_train_args"]
+__all__ = ["UsageError", "given_settings", "main", "parse_train_args"]
 
 USAGE = """usage: metarl COMMAND ...
 
@@ -89,6 +89,13 @@ def parse_train_args(
     return args.run, args.config, iterations
 
 
+def given_settings(argv: Sequence[str]) -> set[str]:
+    """The settings named by the flags in ``argv`` (``--meta-batch-size 4`` -> meta_batch_size)."""
+    return {
+        a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--") and len(a) > 2
+    }
+
+
 def _train(argv: Sequence[str]) -> int:
     from metarl.train import agent_registry, train
 
@@ -103,7 +110,7 @@ def _train(argv: Sequence[str]) -> int:
         prog=f"metarl train {algo}",
         description=f"Meta-train {algo}: run settings, then the agent's hyperparameters.",
     )
-    run_dir = train(algo, run, config, iterations=iterations)
+    run_dir = train(algo, run, config, iterations=iterations, given=given_settings(argv[1:]))
     print(f"run folder: {run_dir}")
     return 0
 

@@ -48,6 +48,7 @@ __all__ = [
     "nonfinite_tensors",
     "one_line",
     "read_run_config",
+    "record_resume",
     "remove_stale_temporaries",
     "resolve_device",
     "restore_rng_state",
@@ -157,6 +158,20 @@ def read_run_config(path: Path) -> dict[str, Any]:
             f"up to {FORMAT_VERSION}); upgrade metarl"
         )
     return config
+
+
+def record_resume(
+    path: Path, config: Mapping[str, Any], iteration: int, changes: Mapping[str, Any]
+) -> None:
+    """Write a resumed run's new config into ``config.json`` and note, under ``"resumes"``,
+    at which iteration which settings changed (``{name: [old, new]}``)."""
+    saved = read_run_config(path)
+    saved["config"] = to_jsonable(dict(config))
+    saved.setdefault("resumes", []).append(
+        {"iteration": int(iteration), "changed": to_jsonable(dict(changes))}
+    )
+    text = json.dumps(saved, indent=2, sort_keys=True) + "\n"
+    _atomic_write_text(Path(path) / CONFIG_FILE, text)
 
 
 def latest_checkpoint(path: Path) -> Path:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,10 +39,12 @@ from metarl.runs import (
     nonfinite_tensors,
     one_line,
     read_run_config,
+    record_resume,
     remove_stale_temporaries,
     resolve_device,
     restore_rng_state,
     save_checkpoint,
+    to_jsonable,
 )
 from metarl.tasks import TaskSampler
 
@@ -118,32 +120,85 @@ def _check_run_args(run: RunArgs, iterations: int) -> None:
         raise ValueError(f"torch_threads must be at least 1, got {run.torch_threads}")
 
 
-def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any]:
-    """Check a --resume folder and return the run settings and config it was made with."""
+# What --resume may change (applied from the checkpoint on; config.json records the step
+# sizes): how the run is executed, and the step sizes, which a diverged run lowers. Every
+# other setting given with --resume must equal the run's own.
+RESUME_RUN_SETTINGS = (
+    "progress",
+    "device",
+    "backend",
+    "num_workers",
+    "torch_threads",
+    "checkpoint_every",
+    "keep_every",
+)
+STEP_SIZES = ("adapt_lr", "max_kl", "meta_lr", "learning_rate")
+"""Step sizes a resumed run may change (the first of these an agent's config has are named
+when its policy diverges)."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _resolve_resume(
+    algo: str, run: RunArgs, config: Any, given: Collection[str]
+) -> tuple[RunArgs, Any, dict[str, Any]]:
+    """Check a --resume folder against the settings ``given`` explicitly; returns the run
+    settings and config to continue with, and the step sizes changed ``{name: (old, new)}``.
+
+    Raises:
+        RunError: another algorithm or family, or a given setting that differs from the
+            run's and cannot change on resume (named, with its value and the run's).
+    """
     assert run.resume is not None
     saved = read_run_config(run.resume)
     if saved.get("algo") != algo:
         raise RunError(f"{run.resume} was made by {saved.get('algo')!r}, not {algo!r}")
     saved_run = saved.get("run", {})
-    if saved_run.get("env") != run.env and run.env != RunArgs.env:
+    if ("env" in given or run.env != RunArgs.env) and saved_run.get("env") != run.env:
         raise RunError(f"{run.resume} trains {saved_run.get('env')!r}, not {run.env!r}")
     latest_checkpoint(run.resume)
-    fields = {k: v for k, v in saved_run.items() if k in RunArgs.__dataclass_fields__}
-    for key in ("run_dir", "resume"):
-        fields.pop(key, None)
-    resumed = RunArgs(
-        **{
-            **fields,
-            "run_dir": Path(run.resume),
-            "resume": Path(run.resume),
-            "progress": run.progress,
-            "device": run.device,
-            "backend": run.backend,
-            "num_workers": run.num_workers,
-        }
-    )
     saved_config = config_from_dict(type(config), saved["config"])
-    return resumed, saved_config
+    if run.run_dir is not None and "run_dir" in given and Path(run.run_dir) != Path(run.resume):
+        raise RunError(f"--run-dir {run.run_dir} and --resume {run.resume} name different runs")
+    run_fields = set(RunArgs.__dataclass_fields__)
+    config_fields = {f.name for f in fields(type(config))}
+    changes: dict[str, Any] = {}
+    for name in sorted(given):
+        if name in ("env", "resume", "run_dir", "iterations") or name in RESUME_RUN_SETTINGS:
+            continue
+        if name in run_fields:
+            value, theirs = to_jsonable(getattr(run, name)), saved_run.get(name)
+        elif name in config_fields:
+            value, theirs = to_jsonable(getattr(config, name)), saved["config"].get(name)
+            if name in STEP_SIZES:
+                if value != theirs:
+                    changes[name] = (theirs, value)
+                continue
+        else:
+            continue  # not a setting (e.g. an experiment script's --algo)
+        if value != theirs:
+            allowed = ", ".join(
+                _flag(n)
+                for n in ("iterations", *RESUME_RUN_SETTINGS, *STEP_SIZES)
+                if n in run_fields or n in config_fields
+            )
+            raise RunError(
+                f"{_flag(name)} {value} differs from the run's {theirs}: a resumed run keeps "
+                f"its {_flag(name)} (resume may change only {allowed}); start a new run to "
+                "change it"
+            )
+    values = {k: v for k, v in saved_run.items() if k in run_fields}
+    for key in ("run_dir", "resume"):
+        values.pop(key, None)
+    for key in RESUME_RUN_SETTINGS:
+        if key in ("progress", "device", "backend", "num_workers") or key in given:
+            values[key] = getattr(run, key)
+    resumed = RunArgs(**{**values, "run_dir": Path(run.resume), "resume": Path(run.resume)})
+    if changes:
+        saved_config = replace(saved_config, **{k: new for k, (_, new) in changes.items()})
+    return resumed, saved_config, changes
 
 
 def _task_source(run: RunArgs, task_sampler: TaskSampler | None) -> tuple[Any, dict[str, Any]]:
@@ -173,6 +228,7 @@ def train(
     config: Any,
     iterations: int | None = None,
     task_sampler: TaskSampler | None = None,
+    given: Collection[str] = (),
 ) -> Path:
     """Meta-train ``algo`` with ``config`` as ``run`` says; returns the run folder.
 
@@ -184,14 +240,23 @@ def train(
     ``run.env`` must then be the sampler's ``name``, ``run.horizon`` its episode length (unless
     its env has ``max_episode_steps``), and a resumed run passes the same sampler again.
 
+    ``given`` names the settings the user gave explicitly (the command line's flags). On
+    resume each is checked against the run: the family always; how the run executes
+    (``backend``, ``num_workers``, ``device``, ``torch_threads``, ``checkpoint_every``,
+    ``keep_every``, ``progress``) and the step sizes (:data:`STEP_SIZES`) apply from the
+    checkpoint on, and ``config.json`` records a change of step size or iteration count; any
+    other setting that differs from the run's is refused, never dropped.
+
     Raises:
         ValueError: unknown algorithm or family, impossible settings, or a ``--resume`` folder
             that is not a run of this algorithm and family — all before any work.
     """
     agent_cls = _agent_class(algo)
+    changes: dict[str, Any] = {}
     if run.resume is not None:
-        run, config = _resolve_resume(algo, run, config)
+        run, config, changes = _resolve_resume(algo, run, config, set(given))
     if iterations is not None and iterations != config.iterations:
+        changes["iterations"] = (config.iterations, int(iterations))
         config = replace(config, iterations=int(iterations))
     iterations = int(config.iterations)
     _check_run_args(run, iterations)
@@ -199,7 +264,7 @@ def train(
     threads = torch.get_num_threads()
     torch.set_num_threads(run.torch_threads)
     try:
-        return _train(algo, run, config, iterations, agent_cls, source, described)
+        return _train(algo, run, config, iterations, agent_cls, source, described, changes)
     finally:
         torch.set_num_threads(threads)
 
@@ -212,6 +277,7 @@ def _train(
     agent_cls: type[MetaAgent],
     source: Any,
     described: dict[str, Any],
+    changes: Mapping[str, Any],
 ) -> Path:
     from metarl.sampling.rollout import env_spaces
 
@@ -231,6 +297,8 @@ def _train(
             lock = RunLock(run_dir)  # before anything in the folder is read or changed
             remove_stale_temporaries(run_dir)
             start = _restore(agent, rng, latest_checkpoint(run_dir), algo, device)
+            if changes and start < iterations:
+                record_resume(run_dir, asdict(config), start, dict(changes))
             if start >= iterations:
                 sampler.close()
                 lock.release()
@@ -285,9 +353,13 @@ def _train(
             tasks = source.sample(config.meta_batch_size, rng)
             metrics = agent.train_step(sampler, tasks, rng)
             metrics["time/iteration"] = time.perf_counter() - t0
-            logger.log(it, metrics)
             done = it + 1
-            last = snapshot(done)
+            candidate = snapshot(done)
+            bad = nonfinite_tensors(candidate["agent"])
+            if bad:  # never log, save or continue from a non-finite state
+                raise _NonFiniteUpdate(f"its update made {', '.join(bad[:3])} non-finite")
+            logger.log(it, metrics)
+            last = candidate
             keep = done % run.keep_every == 0 or done == iterations
             if done % run.checkpoint_every == 0 or keep:
                 save_checkpoint(run_dir, last, done, keep=keep)
@@ -347,8 +419,10 @@ def _restore(
 
 # Failures that are the run's circumstances, not a bug: one line instead of a traceback.
 _EXPECTED_FAILURES: tuple[type[BaseException], ...] = (MemoryError, OSError, RunError)
-# Step sizes a diverged run can lower (the first of these its config has are named).
-STEP_SIZES = ("adapt_lr", "max_kl", "meta_lr", "learning_rate")
+
+
+class _NonFiniteUpdate(ArithmeticError):
+    """An iteration's update left NaN or infinite values in the agent's state."""
 
 
 def _stop(
@@ -392,7 +466,7 @@ def _stop(
     if isinstance(exc, KeyboardInterrupt):
         print(f"\ninterrupted: {where}; {again}", file=sys.stderr)
         return
-    if isinstance(exc, DivergedError):
+    if isinstance(exc, DivergedError | _NonFiniteUpdate):
         names = [n for n in STEP_SIZES if hasattr(config, n)]
         lower = " or ".join(f"--{n.replace('_', '-')} (now {getattr(config, n):g})" for n in names)
         if lower:

@@ -245,7 +245,54 @@ def test_eval_reports_a_diverged_step_as_diverged(tmp_path, capsys):
 
 
 def test_training_stops_at_divergence_keeping_the_last_good_iteration(tmp_path, capsys):
-    # RL^2 with a huge learning rate: the first update sends the policy to NaN.
+    argv = [
+        "train",
+        "maml-trpo",
+        "--env",
+        "Point2DNav",
+        "--horizon",
+        str(H),
+        "--meta-batch-size",
+        "3",
+        "--episodes-per-task",
+        "2",
+        "--hidden-sizes",
+        "8",
+        "--progress",
+        "False",
+    ]
+    straight = tmp_path / "straight"
+    assert cli(capsys, *argv, "--iterations", "4", "--run-dir", str(straight))[0] == 0
+    run_dir = tmp_path / "run"
+    assert cli(capsys, *argv, "--iterations", "2", "--run-dir", str(run_dir))[0] == 0
+    # An infinite inner step size from iteration 3 on: the adapted policies act NaN.
+    resume = [
+        "train",
+        "maml-trpo",
+        "--resume",
+        str(run_dir),
+        "--iterations",
+        "4",
+        "--progress",
+        "False",
+    ]
+    code, err = cli(capsys, *resume, "--adapt-lr", "inf")
+    assert code == 1
+    assert_one_line(
+        err,
+        "the policy diverged in iteration 3 (non-finite actions in 3 of 3 tasks)",
+        "latest.pt keeps iteration 2",
+        f"continue with --resume {run_dir} and a lower --adapt-lr (now inf) or --max-kl (now 0.01)",
+    )
+    assert load_checkpoint(latest_checkpoint(run_dir))["iteration"] == 2
+    assert [r["iteration"] for r in rows(run_dir)] == ["0", "1"]
+    # Lowered back, the run continues as if nothing had happened, bit for bit.
+    assert cli(capsys, *resume, "--adapt-lr", "0.1")[0] == 0
+    assert_same_run(straight, run_dir)
+
+
+def test_an_update_to_nan_is_never_saved(tmp_path, capsys):
+    # RL^2 with a huge learning rate: the first update sends the weights to NaN.
     run_dir = tmp_path / "rl2"
     code, err = cli(
         capsys,
@@ -254,7 +301,7 @@ def test_training_stops_at_divergence_keeping_the_last_good_iteration(tmp_path, 
         "--env",
         "Point2DNav",
         "--horizon",
-        str(H),
+        "20",
         "--iterations",
         "4",
         "--meta-batch-size",
@@ -265,8 +312,8 @@ def test_training_stops_at_divergence_keeping_the_last_good_iteration(tmp_path, 
         "8",
         "--learning-rate",
         "1000",
-        "--checkpoint-every",
-        "10",
+        "--keep-every",
+        "1",
         "--run-dir",
         str(run_dir),
         "--progress",
@@ -275,14 +322,13 @@ def test_training_stops_at_divergence_keeping_the_last_good_iteration(tmp_path, 
     assert code == 1
     assert_one_line(
         err,
-        "the policy diverged in iteration 2 (non-finite actions",
-        "keeps iteration 1",
-        f"--resume {run_dir}",
-        "--learning-rate (now 1000)",
+        "the policy diverged in iteration 1 (its update made policy.",
+        "non-finite",
+        "was removed",
+        "run again with a lower --learning-rate (now 1000)",
     )
-    assert load_checkpoint(latest_checkpoint(run_dir))["iteration"] == 1
-    assert [r["iteration"] for r in rows(run_dir)] == ["0"]
-    # --adapt-lr inf diverges before anything completes: nothing is left behind.
+    assert not run_dir.exists()
+    # --adapt-lr inf diverges before anything completes: nothing is left behind either.
     fresh = tmp_path / "maml"
     argv = [
         "train",
@@ -309,6 +355,69 @@ def test_training_stops_at_divergence_keeping_the_last_good_iteration(tmp_path, 
     assert_one_line(err, "diverged in iteration 1", "was removed", "--adapt-lr (now inf)")
     assert not fresh.exists()
     assert cli(capsys, *argv)[0] == 0  # the same command, with a sane step size, runs
+
+
+def test_resume_checks_every_setting_given_against_the_run(tmp_path, capsys):
+    import json
+
+    run_dir = train("rl2-ppo", run_args(tmp_path / "run"), _rl2_tiny(), iterations=1)
+    before = (run_dir / "metrics.csv").read_text()
+    resume = ["train", "rl2-ppo", "--resume", str(run_dir), "--iterations", "2"]
+    for flag, value, theirs in (
+        ("--seed", "5", "0"),
+        ("--meta-batch-size", "3", "2"),
+        ("--horizon", "30", str(H)),
+        ("--hidden-size", "16", "8"),
+        ("--preset", "varibad", "quick"),
+    ):
+        code, err = cli(capsys, *resume, flag, value)
+        assert code == 2
+        assert_one_line(err, f"{flag} {value} differs from the run's {theirs}")
+    code, err = cli(capsys, *resume, "--env", "HalfCheetahVel")
+    assert_one_line(err, "trains 'Point2DNav', not 'HalfCheetahVel'")
+    # An experiment script fixes its family: a run of another one is refused, default or not.
+    script = subprocess.run(
+        [
+            sys.executable,
+            "experiments/half_cheetah_vel.py",
+            "--algo",
+            "rl2-ppo",
+            "--resume",
+            str(run_dir),
+            "--iterations",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert script.returncode == 2
+    assert_one_line(script.stderr, "trains 'Point2DNav', not 'HalfCheetahVel'")
+    assert (run_dir / "metrics.csv").read_text() == before
+    # A step size may change: applied from the checkpoint on and recorded with the extension.
+    assert cli(capsys, *resume, "--learning-rate", "0.0005", "--progress", "False")[0] == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["learning_rate"] == 0.0005 and config["config"]["iterations"] == 2
+    assert config["resumes"] == [
+        {"iteration": 1, "changed": {"iterations": [1, 2], "learning_rate": [0.001, 0.0005]}}
+    ]
+    same = train("rl2-ppo", run_args(tmp_path / "same"), _rl2_tiny(), iterations=2)
+    assert rows(same)[0] == rows(run_dir)[0] and rows(same)[1] != rows(run_dir)[1]
+
+
+def _rl2_tiny() -> Any:
+    from metarl.agents import RL2PPOConfig
+
+    return RL2PPOConfig(
+        iterations=2,
+        meta_batch_size=2,
+        episodes_per_trial=2,
+        hidden_size=8,
+        update_epochs=1,
+        num_minibatches=1,
+        learning_rate=0.001,
+    )
 
 
 def test_nan_weights_in_a_checkpoint_are_refused_on_resume(tmp_path, capsys):
