@@ -310,6 +310,11 @@ def _train(
         else:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
+            if _never_started(run_dir):
+                # A run killed (SIGKILL, power loss) before its first checkpoint: the same
+                # command starts it again, unless its trainer is still alive.
+                RunLock(run_dir).release()
+                _remove_run_dir(run_dir)
             create_run_dir(
                 run_dir,
                 {"algo": algo, "run": asdict(run), "config": asdict(config), "family": described},
@@ -483,6 +488,18 @@ def _stop(
             f"iteration {failed_in} failed: {one_line(exc)}; {where}; {again}"
         ) from exc
     print(f"\ntraining failed in iteration {failed_in}: {where}; {again}", file=sys.stderr)
+
+
+def _never_started(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what a new run writes before its first checkpoint."""
+    run_dir = Path(run_dir)
+    ours = {CONFIG_FILE, METRICS_FILE, LOCK_FILE, CHECKPOINT_DIR, "tb"}
+    if not (run_dir / CONFIG_FILE).is_file() or not run_dir.is_dir():
+        return False
+    if any(p.name not in ours for p in run_dir.iterdir()):
+        return False
+    ckpt = run_dir / CHECKPOINT_DIR
+    return not ckpt.exists() or not any(ckpt.glob("*.pt"))
 
 
 def _remove_run_dir(run_dir: Path) -> None:

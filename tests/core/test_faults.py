@@ -824,6 +824,66 @@ def test_a_second_trainer_on_a_run_is_refused_and_a_dead_ones_lock_taken_over(tm
             holder.kill()
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_started_again_by_the_same_command(
+    tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    argv = [
+        "train",
+        "maml-trpo",
+        "--env",
+        "Point2DNav",
+        "--horizon",
+        str(H),
+        "--iterations",
+        "1",
+        "--meta-batch-size",
+        "2",
+        "--episodes-per-task",
+        "2",
+        "--hidden-sizes",
+        "8",
+        "--run-dir",
+        str(run_dir),
+        "--progress",
+        "False",
+    ]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "metarl",
+            *argv[:-2],
+            "--meta-batch-size",
+            "100000",
+            "--iterations",
+            "1",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "train.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (run_dir / "train.lock").exists()
+        code, err = cli(capsys, *argv)  # its trainer still lives: refused, nothing touched
+        assert code == 2
+        assert_one_line(err, "is being trained by pid")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((run_dir / "checkpoints").glob("*.pt"))
+    assert cli(capsys, *argv)[0] == 0
+    assert [r["iteration"] for r in rows(run_dir)] == ["0"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a run")
+    code, err = cli(capsys, *argv[:-3], str(tmp_path / "mine"), "--progress", "False")
+    assert code == 2 and "already exists" in err
+
+
 def test_a_checkpoint_with_the_wrong_keys_is_one_line(tmp_path, capsys):
     run_dir = train("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
     state = load_checkpoint(latest_checkpoint(run_dir))
