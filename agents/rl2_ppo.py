@@ -442,3 +442,6 @@ class RL2PPO(MetaAgent):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # The config's step size, which a resumed run may have lowered (the same otherwise).
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate

@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metarl.cli import parse_train_args
-from metarl.runs import RunError
+from metarl.cli import given_settings, parse_train_args
+from metarl.runs import RunError, TrainingError, one_line
+from metarl.sampling import DivergedError, WorkerError
 from metarl.train import RunArgs, agent_registry, train
 
 
@@ -53,11 +54,17 @@ def parse(
 def main(family: str, doc: str, argv: Sequence[str] | None = None) -> int:
     """Train an agent on ``family`` as the command line says; returns the exit status."""
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         algo, run, config, iterations = parse(family, doc, argv)
-        run_dir = train(algo, run, config, iterations=iterations)
+        # The script fixes the family: a resumed run must be of it.
+        given = given_settings(argv) | {"env"}
+        run_dir = train(algo, run, config, iterations=iterations, given=given)
     except (RunError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, TrainingError) else 2
+    except (MemoryError, OSError, WorkerError, DivergedError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     print(f"run folder: {run_dir}")

@@ -107,12 +107,17 @@ class MetaAgent(ABC):
         per task with the current policy, record their mean return, adapt on them, repeat.
         ``step_sizes[s]`` (optional) is the step size of adaptation step ``s`` for agents whose
         ``adapt`` takes an ``lr``. Recurrent agents override this (episode 1..K of a trial).
+        A task whose episodes diverged (non-finite actions, observations or rewards) is NaN
+        from that step on.
         """
         if num_steps < 0 or episodes_per_step < 1:
             raise ValueError("num_steps must be >= 0 and episodes_per_step >= 1")
         seeds = np.random.SeedSequence(seed).generate_state(num_steps + 1, dtype=np.uint64)
         policy = self.exploration_policy(len(tasks))
         curve = []
+        # A task whose episodes diverged (NaN return) stays diverged: adapting on them
+        # gives no policy worth scoring.
+        diverged = np.zeros(len(tasks), dtype=bool)
         for step in range(num_steps + 1):
             params = (
                 None
@@ -122,7 +127,9 @@ class MetaAgent(ABC):
             batch = sampler.sample(
                 tasks, episodes_per_step, params=params, seed=int(seeds[step] >> np.uint64(2))
             )
-            curve.append(batch.returns.reshape(len(tasks), episodes_per_step).mean(1).numpy())
+            means = batch.returns.reshape(len(tasks), episodes_per_step).mean(1).numpy()
+            diverged |= ~np.isfinite(means)
+            curve.append(np.where(diverged, np.nan, means))
             if step < num_steps:
                 if step_sizes is not None:
                     policy = self.adapt(policy, batch, lr=step_sizes[step])  # type: ignore[call-arg]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "main", "parse_train_args"]
+__all__ = ["UsageError", "given_settings", "main", "parse_train_args"]
 
 USAGE = """usage: metarl COMMAND ...
 
@@ -89,6 +89,13 @@ def parse_train_args(
     return args.run, args.config, iterations
 
 
+def given_settings(argv: Sequence[str]) -> set[str]:
+    """The settings named by the flags in ``argv`` (``--meta-batch-size 4`` -> meta_batch_size)."""
+    return {
+        a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--") and len(a) > 2
+    }
+
+
 def _train(argv: Sequence[str]) -> int:
     from metarl.train import agent_registry, train
 
@@ -103,7 +110,7 @@ def _train(argv: Sequence[str]) -> int:
         prog=f"metarl train {algo}",
         description=f"Meta-train {algo}: run settings, then the agent's hyperparameters.",
     )
-    run_dir = train(algo, run, config, iterations=iterations)
+    run_dir = train(algo, run, config, iterations=iterations, given=given_settings(argv[1:]))
     print(f"run folder: {run_dir}")
     return 0
 
@@ -237,10 +244,17 @@ def _eval(argv: Sequence[str]) -> int:
         )
         base = result.baseline_summaries()
         for s, summ in enumerate(result.summaries()):
-            line = (
-                f"  {result.step_label(s):<10} {summ.mean:10.2f}  "
-                f"[{summ.ci_low:.2f}, {summ.ci_high:.2f}]"
-            )
+            if summ.diverged:
+                line = (
+                    f"  {result.step_label(s):<10} {'diverged':>10}  "
+                    f"({summ.diverged} of {summ.n} task-seed values: non-finite actions, "
+                    "observations or rewards)"
+                )
+            else:
+                line = (
+                    f"  {result.step_label(s):<10} {summ.mean:10.2f}  "
+                    f"[{summ.ci_low:.2f}, {summ.ci_high:.2f}]"
+                )
             if base:
                 line += f"   sb3-ppo-scratch {base[s].mean:10.2f}"
             if result.reference is not None and s < len(result.reference.returns):
@@ -327,7 +341,8 @@ COMMANDS = {"train": _train, "eval": _eval, "render": _render, "list": _list}
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metarl`` script; returns the exit status."""
-    from metarl.runs import RunError
+    from metarl.runs import RunError, TrainingError, one_line
+    from metarl.sampling import DivergedError, WorkerError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -343,7 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[command](argv[1:])
     except (UsageError, RunError, ValueError, ImportError) as exc:
         print(f"metarl {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, TrainingError) else 2
+    except (MemoryError, OSError, WorkerError, DivergedError) as exc:
+        # Circumstances (a dead worker, no memory, a full disk), not a bad command line: one
+        # line, exit status 1. Training has kept its last completed iteration by then.
+        print(f"metarl {command}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:  # tyro reports bad flags (and --help) this way

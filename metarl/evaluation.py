@@ -57,6 +57,7 @@ __all__ = [
     "steps_per_adaptation",
     "student_t_quantile",
     "summarize",
+    "summarize_with_divergence",
     "write_atomically",
     "write_eval",
 ]
@@ -393,6 +394,8 @@ class Summary:
         ci_low, ci_high: ``mean -/+ t_{(1+level)/2, n-1} * std / sqrt(n)`` (the mean itself
             when n = 1: no interval can be estimated from one value).
         n: number of values.
+        diverged: how many of them diverged (non-finite actions, observations or rewards);
+            when any did, every statistic is NaN: a diverged step never ranks.
     """
 
     mean: float
@@ -400,6 +403,17 @@ class Summary:
     ci_low: float
     ci_high: float
     n: int
+    diverged: int = 0
+
+
+def summarize_with_divergence(values: np.ndarray | Sequence[float], level: float = 0.95) -> Summary:
+    """:func:`summarize`, except that NaN values (diverged episodes) are counted, not averaged:
+    any of them makes the summary NaN with ``diverged`` set."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        return Summary(math.nan, math.nan, math.nan, math.nan, int(x.size), bad)
+    return summarize(x, level)
 
 
 def summarize(values: np.ndarray | Sequence[float], level: float = 0.95) -> Summary:
@@ -601,9 +615,12 @@ CSV_COLUMNS = (
     "std",
     "n",
     "env_steps",
+    "diverged",
 )
 """Columns of ``eval/<protocol>.csv``: one row per curve (agent, baseline, published) and step;
-``env_steps`` is the adaptation budget spent before that step's episodes, per task."""
+``env_steps`` is the adaptation budget spent before that step's episodes, per task;
+``diverged`` counts the ``n`` (task, seed) values that diverged (then ``mean`` and the interval
+are NaN)."""
 
 
 @dataclass
@@ -617,7 +634,8 @@ class EvalResult:
         checkpoint: its file.
         recurrent: True for RL^2 (step s is episode s + 1 of a trial).
         tasks: the held-out tasks.
-        returns: ``[seeds, num_steps + 1, tasks]`` mean return per seed, step and task.
+        returns: ``[seeds, num_steps + 1, tasks]`` mean return per seed, step and task (NaN
+            where the task's episodes diverged at that step or before).
         steps_per_step: env steps of adaptation budget per step and task.
         baseline: ``[baseline tasks, num_steps + 1]`` SB3 PPO returns, or None.
         baseline_tasks: the tasks the baseline learned.
@@ -645,8 +663,17 @@ class EvalResult:
         return f"episode {step + 1}" if self.recurrent else f"step {step}"
 
     def summaries(self) -> list[Summary]:
-        """Per adaptation step, over tasks x seeds."""
-        return [summarize(self.returns[:, s, :]) for s in range(self.returns.shape[1])]
+        """Per adaptation step, over tasks x seeds (NaN, with the count, where any diverged)."""
+        return [
+            summarize_with_divergence(self.returns[:, s, :]) for s in range(self.returns.shape[1])
+        ]
+
+    def diverged(self) -> list[int]:
+        """Per adaptation step, how many (task, seed) values diverged."""
+        return [
+            int(np.count_nonzero(~np.isfinite(self.returns[:, s, :])))
+            for s in range(self.returns.shape[1])
+        ]
 
     def baseline_summaries(self) -> list[Summary]:
         """Per step, over the baseline's tasks ([] without a baseline)."""
@@ -682,6 +709,7 @@ class EvalResult:
                         "std": summ.std,
                         "n": summ.n,
                         "env_steps": s * self.steps_per_step,
+                        "diverged": summ.diverged,
                     }
                 )
         if self.reference is not None:
@@ -699,6 +727,7 @@ class EvalResult:
                         "std": "",
                         "n": self.reference.num_tasks,
                         "env_steps": s * self.reference.episodes_per_step * self.horizon,
+                        "diverged": "",
                     }
                 )
         return rows
@@ -717,7 +746,9 @@ class EvalResult:
             "protocol": asdict(self.protocol),
             "steps_per_step": self.steps_per_step,
             "tasks": [t.to_dict() for t in self.tasks],
-            "returns": self.returns.tolist(),
+            # Diverged values are null (JSON has no NaN); from_json reads them back as NaN.
+            "returns": _nan_to_none(self.returns.tolist()),
+            "diverged": self.diverged(),
             "baseline": None
             if self.baseline is None
             else {
@@ -726,7 +757,7 @@ class EvalResult:
                 "returns": self.baseline.tolist(),
             },
             "reference": None if self.reference is None else asdict(self.reference),
-            "rows": self.rows(),
+            "rows": _nan_to_none(self.rows()),
         }
 
     @classmethod
@@ -755,6 +786,17 @@ class EvalResult:
             baseline_tasks=[] if base is None else [Task(t) for t in base["tasks"]],
             reference=None if ref is None else _published_from_json(ref),
         )
+
+
+def _nan_to_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested in lists and dicts) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    return value
 
 
 def _published_from_json(data: dict[str, Any]) -> PublishedCurve:

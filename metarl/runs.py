@@ -17,9 +17,12 @@ Checkpoints hold only tensors and plain Python values, so they load with
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import math
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -34,11 +37,19 @@ __all__ = [
     "FORMAT_VERSION",
     "MetricsLogger",
     "RunError",
+    "RunLock",
+    "TrainingError",
     "atomic_torch_save",
     "capture_rng_state",
+    "checksum",
     "create_run_dir",
+    "kept_checkpoints",
     "load_checkpoint",
+    "nonfinite_tensors",
+    "one_line",
     "read_run_config",
+    "record_resume",
+    "remove_stale_temporaries",
     "resolve_device",
     "restore_rng_state",
     "to_jsonable",
@@ -49,10 +60,15 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
+LOCK_FILE = "train.lock"
 
 
 class RunError(ValueError):
     """A run folder that cannot be used as asked (missing, incomplete, wrong kind)."""
+
+
+class TrainingError(RunError):
+    """Training stopped by a failure; the message is one line that says how to continue."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -94,17 +110,28 @@ def create_run_dir(path: Path, config: Mapping[str, Any]) -> Path:
         RunError: when ``path`` exists and is not empty (use ``--resume`` to continue a run).
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"--run-dir {path} is a file, not a folder; choose another --run-dir")
     if path.exists() and any(path.iterdir()):
         raise RunError(
             f"run folder {path} already exists and is not empty; pass --resume {path} to "
             "continue it, or choose another --run-dir"
         )
+    existed = path.exists()
     try:
         (path / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        payload = {"format_version": FORMAT_VERSION, **to_jsonable(dict(config))}
+        text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+        _atomic_write_text(path / CONFIG_FILE, text)
     except OSError as exc:
-        raise RunError(f"cannot create run folder {path}: {exc}") from exc
-    payload = {"format_version": FORMAT_VERSION, **to_jsonable(dict(config))}
-    _atomic_write_text(path / CONFIG_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        # Leave nothing half made: the same command must be able to run again.
+        for folder in (path / CHECKPOINT_DIR, None if existed else path):
+            if folder is not None:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    pass
+        raise RunError(f"cannot create run folder {path}: {one_line(exc)}") from exc
     return path
 
 
@@ -133,6 +160,20 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def record_resume(
+    path: Path, config: Mapping[str, Any], iteration: int, changes: Mapping[str, Any]
+) -> None:
+    """Write a resumed run's new config into ``config.json`` and note, under ``"resumes"``,
+    at which iteration which settings changed (``{name: [old, new]}``)."""
+    saved = read_run_config(path)
+    saved["config"] = to_jsonable(dict(config))
+    saved.setdefault("resumes", []).append(
+        {"iteration": int(iteration), "changed": to_jsonable(dict(changes))}
+    )
+    text = json.dumps(saved, indent=2, sort_keys=True) + "\n"
+    _atomic_write_text(Path(path) / CONFIG_FILE, text)
+
+
 def latest_checkpoint(path: Path) -> Path:
     ckpt = Path(path) / CHECKPOINT_DIR / LATEST
     if not ckpt.exists():
@@ -140,54 +181,240 @@ def latest_checkpoint(path: Path) -> Path:
     return ckpt
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Any, mode: str) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync, then rename: never a torn
+    file. The file gets the permissions of an ordinary new file (the umask), not mkstemp's
+    0600. Any failure removes the temporary file."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text), "w")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a torn file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
+
+
+CHECKSUM_KEY = "sha256"
+"""Key of a checkpoint's checksum: sha256 of every other value in it (see :func:`checksum`)."""
+
+
+def _digest(value: Any, h: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(value.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, Mapping):
+        h.update(f"D{len(value)}:".encode())
+        for key, item in value.items():
+            h.update(f"{type(key).__name__}:{key!r}=".encode())
+            _digest(item, h)
+    elif isinstance(value, list | tuple):
+        h.update(f"L{len(value)}:".encode())
+        for item in value:
+            _digest(item, h)
+    elif value is None or isinstance(value, bool | int | float | str | bytes):
+        h.update(f"{type(value).__name__}:{value!r};".encode())
+    else:
+        raise TypeError(f"a checkpoint holds tensors and plain values, not {type(value).__name__}")
+
+
+def checksum(state: Mapping[str, Any]) -> str:
+    """sha256 (hex) of a checkpoint's contents: every key, value, tensor dtype, shape and byte,
+    in order; independent of how the file is serialized. The ``sha256`` key is left out."""
+    h = hashlib.sha256()
+    _digest({k: v for k, v in state.items() if k != CHECKSUM_KEY}, h)
+    return h.hexdigest()
+
+
+def kept_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's kept ``iter_XXXXXX.pt`` checkpoints, oldest first."""
+    return sorted((Path(run_dir) / CHECKPOINT_DIR).glob("iter_[0-9]*.pt"))
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the temporary files that killed checkpoint writes left (``.latest.pt.*.tmp``).
+
+    Only safe while this process holds the run's lock (no other writer). Returns them.
+    """
+    stale = sorted((Path(run_dir) / CHECKPOINT_DIR).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(run_dir: Path, state: Mapping[str, Any], iteration: int, keep: bool) -> Path:
-    """Write ``latest.pt`` (and ``iter_XXXXXX.pt`` when ``keep``) atomically."""
+    """Write ``iter_XXXXXX.pt`` (when ``keep``), then ``latest.pt``, each atomically.
+
+    The kept file comes first: a kill at any point leaves every kept checkpoint, and
+    ``latest.pt`` either the previous state or this one. Each file carries its checksum.
+    """
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    latest = ckpt_dir / LATEST
-    atomic_torch_save(dict(state), latest)
+    payload = {**state, CHECKSUM_KEY: checksum(state)}
     if keep:
-        atomic_torch_save(dict(state), ckpt_dir / f"iter_{iteration:06d}.pt")
+        atomic_torch_save(payload, ckpt_dir / f"iter_{iteration:06d}.pt")
+    latest = ckpt_dir / LATEST
+    atomic_torch_save(payload, latest)
     return latest
 
 
+def _older_ones(path: Path) -> str:
+    """Advice naming the kept checkpoints beside ``path`` that could replace it."""
+    path = Path(path)
+    kept = [p for p in kept_checkpoints(path.parent.parent) if p.name != path.name]
+    if not kept:
+        return "no older kept checkpoint exists beside it"
+    names = ", ".join(p.name for p in kept[-3:])
+    return (
+        f"use a kept one ({names}): copy it over {path.parent / LATEST} to resume "
+        "from it, or pass --checkpoint N to eval"
+    )
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs) and check its
+    checksum (checkpoints of older metarl versions have none and load unchecked).
+
+    Raises:
+        RunError: an unreadable or damaged file, naming it and the kept checkpoints to use.
+    """
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise RunError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise RunError(
+            f"cannot read checkpoint {path} ({one_line(exc)}); {_older_ones(path)}"
+        ) from exc
     if not isinstance(state, dict) or "iteration" not in state:
         raise RunError(f"{path} is not a metarl checkpoint")
+    if CHECKSUM_KEY in state:
+        stored = state.pop(CHECKSUM_KEY)
+        try:
+            actual = checksum(state)
+        except TypeError as exc:
+            raise RunError(f"checkpoint {path} is damaged ({exc}); {_older_ones(path)}") from exc
+        if stored != actual:
+            raise RunError(
+                f"checkpoint {path} is damaged (its contents do not match their sha256 "
+                f"checksum); {_older_ones(path)}"
+            )
+    for key in ("agent", "rng"):
+        if not isinstance(state.get(key), dict):
+            raise RunError(f"{path} is not a metarl checkpoint (it has no {key!r} state)")
     return state
+
+
+def nonfinite_tensors(state: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in ``state`` that hold NaN or infinity."""
+    found = []
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                found.append(name)
+        elif isinstance(value, Mapping):
+            found += nonfinite_tensors(value, name + ".")
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# One trainer per run
+# --------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``RUN/train.lock``) held while a trainer runs.
+
+    The lock is an ``flock`` on the file, which the kernel releases when its process dies:
+    a lock left by a killed trainer is stale at once and the next trainer takes it over. The
+    file holds the holder's pid and host for the message of the one refused.
+
+    Raises:
+        RunError: another live process holds the lock.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): one trainer per run is up to the user
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunError(
+                f"{run_dir} is being trained by {holder} (it holds {self.path}); wait for it "
+                "to finish or stop it, then resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let another trainer take the run (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception as one line: its message's first line (and a worker traceback's last).
+
+    ``MemoryError`` and ``OSError`` say their type (their messages alone can be empty or bare).
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+    if isinstance(exc, MemoryError | OSError):
+        text = f"{type(exc).__name__}: {text}"
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,6 +445,79 @@ def restore_rng_state(rng: np.random.Generator, state: Mapping[str, Any]) -> Non
 # --------------------------------------------------------------------------------------------
 
 
+def _ranges(values: list[int]) -> str:
+    """``[0, 2, 3, 4]`` -> ``"0, 2-4"``."""
+    parts: list[str] = []
+    start = prev = values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(parts)
+
+
+def _read_metrics(path: Path, start: int) -> tuple[list[str] | None, list[dict[str, str]]]:
+    """The header and rows ``0..start-1`` of a metrics file, checked for a resume at ``start``.
+
+    A last row cut short by a crash (no newline, or fields missing) and rows from ``start`` on
+    are dropped.
+
+    Raises:
+        RunError: no header, a damaged row before the last, or rows missing before ``start``.
+    """
+    text = path.read_text()
+    if not text.strip():
+        if start == 0:
+            return None, []
+        raise RunError(
+            f"cannot resume: {path} is empty, but the checkpoint is at iteration {start} (its "
+            "rows are lost); restore the file, or start a new run"
+        )
+    lines = text.splitlines(keepends=True)
+    if not lines[-1].endswith("\n"):
+        lines.pop()  # a row cut short while it was written
+    header = next(csv.reader(lines[:1]), [])
+    if not header or header[0] != "iteration":
+        raise RunError(
+            f"cannot resume: {path} has no header row (its first line should start with "
+            "'iteration,'); restore the file, or start a new run"
+        )
+    rows: list[dict[str, str]] = []
+    body = list(csv.reader(lines[1:]))
+    for n, values in enumerate(body):
+        ok = len(values) == len(header)
+        if ok:
+            try:
+                iteration = int(float(values[0]))
+            except ValueError:
+                ok = False
+        if not ok:
+            if n == len(body) - 1:
+                break  # the last row, cut short
+            raise RunError(
+                f"cannot resume: row {n + 2} of {path} is damaged ({len(values)} of "
+                f"{len(header)} fields); restore the file, or start a new run"
+            )
+        if iteration < start:
+            rows.append(dict(zip(header, values, strict=True)))
+    got = [int(float(r["iteration"])) for r in rows]
+    if got != list(range(start)):
+        missing = sorted(set(range(start)) - set(got))
+        what = (
+            f"rows for iterations {_ranges(missing)} are missing"
+            if missing
+            else "rows are repeated or out of order"
+        )
+        raise RunError(
+            f"cannot resume: {path} does not match the checkpoint at iteration {start} "
+            f"({what}); restore the file, or start a new run"
+        )
+    return header, rows
+
+
 class MetricsLogger:
     """One CSV row and one TensorBoard scalar per key and iteration.
 
@@ -228,13 +528,14 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, start_iteration: int = 0, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         self._fields: list[str] | None = None
-        rows: list[dict[str, str]] = []
         if self.path.exists():
-            with self.path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self._fields = list(reader.fieldnames or []) or None
-                rows = [r for r in reader if int(float(r["iteration"])) < start_iteration]
+            self._fields, rows = _read_metrics(self.path, start_iteration)
             self._rewrite(rows)
+        elif start_iteration > 0:
+            raise RunError(
+                f"cannot resume: {self.path} is missing, but the checkpoint is at iteration "
+                f"{start_iteration} (its rows are lost); restore the file, or start a new run"
+            )
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -247,12 +548,11 @@ class MetricsLogger:
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
         if self._fields is None:
             return
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self._fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        _atomic_write_text(self.path, buf.getvalue())
 
     def log(self, iteration: int, metrics: Mapping[str, float]) -> None:
         row = {"iteration": iteration, **{k: float(v) for k, v in metrics.items()}}

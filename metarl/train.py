@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,23 +22,36 @@ import torch
 
 from metarl.agent import MetaAgent, config_from_dict
 from metarl.runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LATEST,
+    LOCK_FILE,
+    METRICS_FILE,
     MetricsLogger,
     RunError,
+    RunLock,
+    TrainingError,
     capture_rng_state,
     create_run_dir,
+    kept_checkpoints,
     latest_checkpoint,
     load_checkpoint,
+    nonfinite_tensors,
+    one_line,
     read_run_config,
+    record_resume,
+    remove_stale_temporaries,
     resolve_device,
     restore_rng_state,
     save_checkpoint,
+    to_jsonable,
 )
 from metarl.tasks import TaskSampler
 
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
 
-__all__ = ["RunArgs", "agent_registry", "build_agent", "make_sampler", "train"]
+__all__ = ["RunArgs", "TrainingError", "agent_registry", "build_agent", "make_sampler", "train"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,8 @@ class RunArgs:
     checkpoint_every: int = 10
     """Write checkpoints/latest.pt every this many iterations (and at the end)."""
     keep_every: int = 50
-    """Also keep checkpoints/iter_XXXXXX.pt every this many iterations."""
+    """Also keep checkpoints/iter_XXXXXX.pt every this many iterations (whatever
+    checkpoint_every is; each also refreshes latest.pt)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -106,32 +120,85 @@ def _check_run_args(run: RunArgs, iterations: int) -> None:
         raise ValueError(f"torch_threads must be at least 1, got {run.torch_threads}")
 
 
-def _resolve_resume(algo: str, run: RunArgs, config: Any) -> tuple[RunArgs, Any]:
-    """Check a --resume folder and return the run settings and config it was made with."""
+# What --resume may change (applied from the checkpoint on; config.json records the step
+# sizes): how the run is executed, and the step sizes, which a diverged run lowers. Every
+# other setting given with --resume must equal the run's own.
+RESUME_RUN_SETTINGS = (
+    "progress",
+    "device",
+    "backend",
+    "num_workers",
+    "torch_threads",
+    "checkpoint_every",
+    "keep_every",
+)
+STEP_SIZES = ("adapt_lr", "max_kl", "meta_lr", "learning_rate")
+"""Step sizes a resumed run may change (the first of these an agent's config has are named
+when its policy diverges)."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _resolve_resume(
+    algo: str, run: RunArgs, config: Any, given: Collection[str]
+) -> tuple[RunArgs, Any, dict[str, Any]]:
+    """Check a --resume folder against the settings ``given`` explicitly; returns the run
+    settings and config to continue with, and the step sizes changed ``{name: (old, new)}``.
+
+    Raises:
+        RunError: another algorithm or family, or a given setting that differs from the
+            run's and cannot change on resume (named, with its value and the run's).
+    """
     assert run.resume is not None
     saved = read_run_config(run.resume)
     if saved.get("algo") != algo:
         raise RunError(f"{run.resume} was made by {saved.get('algo')!r}, not {algo!r}")
     saved_run = saved.get("run", {})
-    if saved_run.get("env") != run.env and run.env != RunArgs.env:
+    if ("env" in given or run.env != RunArgs.env) and saved_run.get("env") != run.env:
         raise RunError(f"{run.resume} trains {saved_run.get('env')!r}, not {run.env!r}")
     latest_checkpoint(run.resume)
-    fields = {k: v for k, v in saved_run.items() if k in RunArgs.__dataclass_fields__}
-    for key in ("run_dir", "resume"):
-        fields.pop(key, None)
-    resumed = RunArgs(
-        **{
-            **fields,
-            "run_dir": Path(run.resume),
-            "resume": Path(run.resume),
-            "progress": run.progress,
-            "device": run.device,
-            "backend": run.backend,
-            "num_workers": run.num_workers,
-        }
-    )
     saved_config = config_from_dict(type(config), saved["config"])
-    return resumed, saved_config
+    if run.run_dir is not None and "run_dir" in given and Path(run.run_dir) != Path(run.resume):
+        raise RunError(f"--run-dir {run.run_dir} and --resume {run.resume} name different runs")
+    run_fields = set(RunArgs.__dataclass_fields__)
+    config_fields = {f.name for f in fields(type(config))}
+    changes: dict[str, Any] = {}
+    for name in sorted(given):
+        if name in ("env", "resume", "run_dir", "iterations") or name in RESUME_RUN_SETTINGS:
+            continue
+        if name in run_fields:
+            value, theirs = to_jsonable(getattr(run, name)), saved_run.get(name)
+        elif name in config_fields:
+            value, theirs = to_jsonable(getattr(config, name)), saved["config"].get(name)
+            if name in STEP_SIZES:
+                if value != theirs:
+                    changes[name] = (theirs, value)
+                continue
+        else:
+            continue  # not a setting (e.g. an experiment script's --algo)
+        if value != theirs:
+            allowed = ", ".join(
+                _flag(n)
+                for n in ("iterations", *RESUME_RUN_SETTINGS, *STEP_SIZES)
+                if n in run_fields or n in config_fields
+            )
+            raise RunError(
+                f"{_flag(name)} {value} differs from the run's {theirs}: a resumed run keeps "
+                f"its {_flag(name)} (resume may change only {allowed}); start a new run to "
+                "change it"
+            )
+    values = {k: v for k, v in saved_run.items() if k in run_fields}
+    for key in ("run_dir", "resume"):
+        values.pop(key, None)
+    for key in RESUME_RUN_SETTINGS:
+        if key in ("progress", "device", "backend", "num_workers") or key in given:
+            values[key] = getattr(run, key)
+    resumed = RunArgs(**{**values, "run_dir": Path(run.resume), "resume": Path(run.resume)})
+    if changes:
+        saved_config = replace(saved_config, **{k: new for k, (_, new) in changes.items()})
+    return resumed, saved_config, changes
 
 
 def _task_source(run: RunArgs, task_sampler: TaskSampler | None) -> tuple[Any, dict[str, Any]]:
@@ -161,6 +228,7 @@ def train(
     config: Any,
     iterations: int | None = None,
     task_sampler: TaskSampler | None = None,
+    given: Collection[str] = (),
 ) -> Path:
     """Meta-train ``algo`` with ``config`` as ``run`` says; returns the run folder.
 
@@ -172,14 +240,23 @@ def train(
     ``run.env`` must then be the sampler's ``name``, ``run.horizon`` its episode length (unless
     its env has ``max_episode_steps``), and a resumed run passes the same sampler again.
 
+    ``given`` names the settings the user gave explicitly (the command line's flags). On
+    resume each is checked against the run: the family always; how the run executes
+    (``backend``, ``num_workers``, ``device``, ``torch_threads``, ``checkpoint_every``,
+    ``keep_every``, ``progress``) and the step sizes (:data:`STEP_SIZES`) apply from the
+    checkpoint on, and ``config.json`` records a change of step size or iteration count; any
+    other setting that differs from the run's is refused, never dropped.
+
     Raises:
         ValueError: unknown algorithm or family, impossible settings, or a ``--resume`` folder
             that is not a run of this algorithm and family — all before any work.
     """
     agent_cls = _agent_class(algo)
+    changes: dict[str, Any] = {}
     if run.resume is not None:
-        run, config = _resolve_resume(algo, run, config)
+        run, config, changes = _resolve_resume(algo, run, config, set(given))
     if iterations is not None and iterations != config.iterations:
+        changes["iterations"] = (config.iterations, int(iterations))
         config = replace(config, iterations=int(iterations))
     iterations = int(config.iterations)
     _check_run_args(run, iterations)
@@ -187,7 +264,7 @@ def train(
     threads = torch.get_num_threads()
     torch.set_num_threads(run.torch_threads)
     try:
-        return _train(algo, run, config, iterations, agent_cls, source, described)
+        return _train(algo, run, config, iterations, agent_cls, source, described, changes)
     finally:
         torch.set_num_threads(threads)
 
@@ -200,6 +277,7 @@ def _train(
     agent_cls: type[MetaAgent],
     source: Any,
     described: dict[str, Any],
+    changes: Mapping[str, Any],
 ) -> Path:
     from metarl.sampling.rollout import env_spaces
 
@@ -209,30 +287,57 @@ def _train(
     agent = agent_cls(config, observation_space, action_space, device)
     # Built before the run folder: a sampler that cannot start leaves nothing behind.
     sampler = make_sampler(source, agent.policy, run.backend, run.num_workers, run.horizon)
+    sampler.on_diverged = "raise"  # no update from a diverged batch: stop with the last good state
     rng = np.random.default_rng(run.seed)
     start = 0
-    if run.resume is not None:
-        run_dir = Path(run.resume)
-        state = load_checkpoint(latest_checkpoint(run_dir), map_location=device)
-        agent.load_state_dict(state["agent"])
-        restore_rng_state(rng, state["rng"])
-        start = int(state["iteration"])
-        if start >= iterations:
-            sampler.close()
-            print(f"{run_dir} already finished {start} of {iterations} iterations", file=sys.stderr)
-            return run_dir
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
-        try:
+    lock: RunLock | None = None
+    try:
+        if run.resume is not None:
+            run_dir = Path(run.resume)
+            lock = RunLock(run_dir)  # before anything in the folder is read or changed
+            remove_stale_temporaries(run_dir)
+            start = _restore(agent, rng, latest_checkpoint(run_dir), algo, device)
+            if changes and start < iterations:
+                record_resume(run_dir, asdict(config), start, dict(changes))
+            if start >= iterations:
+                sampler.close()
+                lock.release()
+                print(
+                    f"{run_dir} already finished {start} of {iterations} iterations",
+                    file=sys.stderr,
+                )
+                return run_dir
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
+            if _never_started(run_dir):
+                # A run killed (SIGKILL, power loss) before its first checkpoint: the same
+                # command starts it again, unless its trainer is still alive.
+                RunLock(run_dir).release()
+                _remove_run_dir(run_dir)
             create_run_dir(
                 run_dir,
                 {"algo": algo, "run": asdict(run), "config": asdict(config), "family": described},
             )
-        except BaseException:
-            sampler.close()
-            raise
-    logger = MetricsLogger(run_dir, start_iteration=start)
+            lock = RunLock(run_dir)
+        logger = MetricsLogger(run_dir, start_iteration=start)
+    except BaseException as exc:
+        sampler.close()
+        if lock is not None:
+            lock.release()
+        if isinstance(exc, MemoryError | OSError) and run.resume is not None:
+            ckpt = Path(run.resume) / CHECKPOINT_DIR / LATEST
+            raise TrainingError(
+                f"cannot resume: {one_line(exc)}; {ckpt} keeps iteration {start} untouched; "
+                f"continue with --resume {run.resume} once that is fixed"
+            ) from exc
+        if isinstance(exc, MemoryError | OSError) and lock is not None:
+            _remove_run_dir(run_dir)  # a new run that could not start: nothing to keep
+            raise TrainingError(
+                f"cannot start the run: {one_line(exc)}; {run_dir} was removed, run the "
+                "same command again once that is fixed"
+            ) from exc
+        raise
 
     def snapshot(done: int) -> dict[str, Any]:
         return {
@@ -243,37 +348,173 @@ def _train(
         }
 
     last = snapshot(start)
+    saved = start  # the iteration checkpoints/latest.pt holds (0 and no file for a new run)
+    running = start + 1  # the iteration in flight (1-based)
     bar = _progress(run.progress, start, iterations, f"{algo} {run.env}")
     try:
         for it in range(start, iterations):
+            running = it + 1
             t0 = time.perf_counter()
             tasks = source.sample(config.meta_batch_size, rng)
             metrics = agent.train_step(sampler, tasks, rng)
             metrics["time/iteration"] = time.perf_counter() - t0
-            logger.log(it, metrics)
             done = it + 1
-            last = snapshot(done)
-            if done % run.checkpoint_every == 0 or done == iterations:
-                save_checkpoint(
-                    run_dir, last, done, keep=done % run.keep_every == 0 or done == iterations
-                )
+            candidate = snapshot(done)
+            bad = nonfinite_tensors(candidate["agent"])
+            if bad:  # never log, save or continue from a non-finite state
+                raise _NonFiniteUpdate(f"its update made {', '.join(bad[:3])} non-finite")
+            logger.log(it, metrics)
+            last = candidate
+            keep = done % run.keep_every == 0 or done == iterations
+            if done % run.checkpoint_every == 0 or keep:
+                save_checkpoint(run_dir, last, done, keep=keep)
+                saved = done
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(_postfix(metrics), refresh=False)
-    except KeyboardInterrupt:
-        save_checkpoint(run_dir, last, int(last["iteration"]), keep=False)
-        print(
-            f"\ninterrupted: saved iteration {last['iteration']} to {run_dir}; continue with "
-            f"--resume {run_dir}",
-            file=sys.stderr,
-        )
+    except BaseException as exc:
+        if bar is not None:
+            bar.close()
+            bar = None
+        logger.close()
+        sampler.close()
+        _stop(exc, run_dir, last, saved, running, fresh=run.resume is None, config=config)
         raise
     finally:
         if bar is not None:
             bar.close()
         logger.close()
         sampler.close()
+        lock.release()
     return run_dir
+
+
+def _restore(
+    agent: MetaAgent, rng: np.random.Generator, path: Path, algo: str, device: torch.device
+) -> int:
+    """Load checkpoint ``path`` into ``agent`` and ``rng``; returns its iteration.
+
+    Raises:
+        RunError: a damaged checkpoint, one of another agent, or one with NaN or infinite
+            weights (naming the kept checkpoints to go back to).
+    """
+    state = load_checkpoint(path, map_location=device)
+    bad = nonfinite_tensors(state["agent"])
+    if bad:
+        kept = [p.name for p in kept_checkpoints(path.parent.parent) if p.name != path.name]
+        older = (
+            f"copy an older kept one ({', '.join(kept[-3:])}) over {path} to resume from it"
+            if kept
+            else "no older kept checkpoint exists; start a new run"
+        )
+        raise RunError(
+            f"cannot resume: checkpoint {path} holds NaN or infinite values "
+            f"({', '.join(bad[:3])}); {older}"
+        )
+    try:
+        agent.load_state_dict(state["agent"])
+        restore_rng_state(rng, state["rng"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise RunError(
+            f"checkpoint {path} does not fit this {algo} run ({one_line(exc)}); "
+            "it is damaged or from another run"
+        ) from exc
+    return int(state["iteration"])
+
+
+# Failures that are the run's circumstances, not a bug: one line instead of a traceback.
+_EXPECTED_FAILURES: tuple[type[BaseException], ...] = (MemoryError, OSError, RunError)
+
+
+class _NonFiniteUpdate(ArithmeticError):
+    """An iteration's update left NaN or infinite values in the agent's state."""
+
+
+def _stop(
+    exc: BaseException,
+    run_dir: Path,
+    last: Mapping[str, Any],
+    saved: int,
+    failed_in: int,
+    *,
+    fresh: bool,
+    config: Any,
+) -> None:
+    """Keep what a failed or interrupted run completed; raise (or print) one line about it.
+
+    The last completed iteration is saved to ``latest.pt`` (never a kept one); a new run that
+    completed nothing loses its folder, so the same command can be run again. Raises
+    :class:`TrainingError` for expected failures; returns for others (a bug keeps its
+    traceback, after a note on stderr).
+    """
+    from metarl.sampling import DivergedError, WorkerError
+
+    done = int(last["iteration"])
+    save_error: BaseException | None = None
+    if done > saved:
+        try:
+            save_checkpoint(run_dir, last, done, keep=False)
+            saved = done
+        except BaseException as err:  # the first failure is the one to report; this is noted
+            save_error = err
+    kept = not (fresh and saved == 0)
+    if kept:
+        ckpt = Path(run_dir) / CHECKPOINT_DIR / LATEST
+        where = f"{ckpt} keeps iteration {saved}"
+        again = f"continue with --resume {run_dir}"
+    else:
+        _remove_run_dir(run_dir)
+        where = f"nothing was completed, so {run_dir} was removed"
+        again = "run the same command again"
+    if save_error is not None:
+        where = f"saving iteration {done} failed too ({one_line(save_error)}); {where}"
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"\ninterrupted: {where}; {again}", file=sys.stderr)
+        return
+    if isinstance(exc, DivergedError | _NonFiniteUpdate):
+        names = [n for n in STEP_SIZES if hasattr(config, n)]
+        lower = " or ".join(f"--{n.replace('_', '-')} (now {getattr(config, n):g})" for n in names)
+        if lower:
+            again = (
+                f"continue with --resume {run_dir} and a lower {lower}"
+                if kept
+                else f"run again with a lower {lower}"
+            )
+        raise TrainingError(
+            f"the policy diverged in iteration {failed_in} ({exc}); {where}; {again}"
+        ) from exc
+    if isinstance(exc, (WorkerError, *_EXPECTED_FAILURES)):
+        raise TrainingError(
+            f"iteration {failed_in} failed: {one_line(exc)}; {where}; {again}"
+        ) from exc
+    print(f"\ntraining failed in iteration {failed_in}: {where}; {again}", file=sys.stderr)
+
+
+def _never_started(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what a new run writes before its first checkpoint."""
+    run_dir = Path(run_dir)
+    ours = {CONFIG_FILE, METRICS_FILE, LOCK_FILE, CHECKPOINT_DIR, "tb"}
+    if not (run_dir / CONFIG_FILE).is_file() or not run_dir.is_dir():
+        return False
+    if any(p.name not in ours for p in run_dir.iterdir()):
+        return False
+    ckpt = run_dir / CHECKPOINT_DIR
+    return not ckpt.exists() or not any(ckpt.glob("*.pt"))
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """Remove what a new run wrote (the folder too, unless it held something else)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, METRICS_FILE, LOCK_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in (CHECKPOINT_DIR, "tb"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # not empty: it held the user's own files before
 
 
 def make_sampler(

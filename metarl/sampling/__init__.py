@@ -16,10 +16,17 @@ from metarl.sampling.policy_step import PolicyParams, prepare_params
 from metarl.sampling.processes import ProcessSampler
 from metarl.sampling.ray_backend import RaySampler
 from metarl.sampling.rollout import GymEnvBatch, Job, RolloutWorker, column_rngs
-from metarl.sampling.sampler import InlineSampler, Sampler, WorkerError, split_tasks
+from metarl.sampling.sampler import (
+    DivergedError,
+    InlineSampler,
+    Sampler,
+    WorkerError,
+    split_tasks,
+)
 from metarl.sampling.trials import recurrent_inputs
 
 __all__ = [
+    "DivergedError",
     "EpisodeBatch",
     "GymEnvBatch",
     "InlineSampler",

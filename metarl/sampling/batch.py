@@ -15,7 +15,34 @@ from torch import Tensor
 
 from metarl.tasks import Task
 
-__all__ = ["EpisodeBatch"]
+__all__ = [
+    "NONFINITE_ACTIONS",
+    "NONFINITE_OBSERVATIONS",
+    "NONFINITE_REWARDS",
+    "EpisodeBatch",
+    "describe_nonfinite",
+]
+
+NONFINITE_ACTIONS = 1
+"""Bit of :attr:`EpisodeBatch.nonfinite`: the policy gave a NaN or infinite action."""
+NONFINITE_OBSERVATIONS = 2
+"""Bit of :attr:`EpisodeBatch.nonfinite`: the env returned a NaN or infinite observation."""
+NONFINITE_REWARDS = 4
+"""Bit of :attr:`EpisodeBatch.nonfinite`: the env returned a NaN or infinite reward."""
+_NONFINITE_NAMES = (
+    (NONFINITE_ACTIONS, "actions"),
+    (NONFINITE_OBSERVATIONS, "observations"),
+    (NONFINITE_REWARDS, "rewards"),
+)
+
+
+def describe_nonfinite(bits: int) -> str:
+    """``"actions"``, ``"observations and rewards"``, ... for an OR of ``NONFINITE_*`` bits."""
+    names = [name for bit, name in _NONFINITE_NAMES if bits & bit]
+    if not names:
+        return "nothing"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
 
 # Per-column fields (leading axis B) and time-major fields (leading axes T, B).
 _TIME_FIELDS = (
@@ -38,6 +65,7 @@ _COLUMN_FIELDS = (
     "unstable",
     "episode_returns",
     "episode_lengths",
+    "nonfinite",
 )
 _ALIGN = 16
 
@@ -74,6 +102,11 @@ class EpisodeBatch:
             instability warning); its last, broken step is not in the batch.
         episode_returns: ``[B, episodes_per_trial]`` float32, return of each episode.
         episode_lengths: ``[B, episodes_per_trial]`` long, length of each episode.
+        nonfinite: ``[B]`` uint8, what ended a column that *diverged*: an OR of
+            :data:`NONFINITE_ACTIONS`, :data:`NONFINITE_OBSERVATIONS` and
+            :data:`NONFINITE_REWARDS` (0: it did not). A diverged column is also ``unstable``;
+            its ``returns`` and the ``episode_returns`` of its diverged episode and of every
+            later one are NaN, never a number that ranks (its kept steps stay finite).
         tasks: the tasks given to the sampler, in order.
         num_tasks: ``K``.
         episodes_per_task: ``E``, columns per task (trials per task in trial mode).
@@ -97,10 +130,30 @@ class EpisodeBatch:
     unstable: Tensor
     episode_returns: Tensor
     episode_lengths: Tensor
+    nonfinite: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))
     tasks: list[Task] = field(default_factory=list)
     num_tasks: int = 0
     episodes_per_task: int = 0
     episodes_per_trial: int = 1
+
+    def __post_init__(self) -> None:
+        # Batches built by hand (tests, tools) may leave it out: no column diverged.
+        if self.nonfinite.numel() == 0 and self.returns.numel() > 0:
+            self.nonfinite = torch.zeros(
+                self.returns.shape[0], dtype=torch.uint8, device=self.returns.device
+            )
+
+    @property
+    def diverged(self) -> Tensor:
+        """``[B]`` bool, the column ended in a non-finite action, observation or reward."""
+        return self.nonfinite != 0
+
+    def nonfinite_kinds(self) -> str:
+        """What was non-finite in the diverged columns (``"actions"``, ...; ``"nothing"``)."""
+        bits = 0
+        for value in torch.unique(self.nonfinite).tolist():
+            bits |= int(value)
+        return describe_nonfinite(bits)
 
     # -- shape -------------------------------------------------------------------------------
     @property

@@ -24,6 +24,11 @@ import torch
 from torch import nn
 
 from metarl.envs.base import BatchStep, TaskFamily
+from metarl.sampling.batch import (
+    NONFINITE_ACTIONS,
+    NONFINITE_OBSERVATIONS,
+    NONFINITE_REWARDS,
+)
 from metarl.sampling.policy_step import PolicyParams, make_policy_step
 from metarl.tasks import Task, TaskSampler
 
@@ -216,6 +221,12 @@ class RolloutWorker:
 
     def run(self, job: Job) -> dict[str, Array]:
         """Sample the job's columns; returns ``[T, n, ...]`` and ``[n, ...]`` numpy arrays."""
+        # A diverged policy's NaNs are caught and marked per column (``nonfinite``); numpy's
+        # warnings about them on the way would only be noise.
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self._run(job)
+
+    def _run(self, job: Job) -> dict[str, Array]:
         torch.set_num_threads(1)
         G, E, M, H = len(job.tasks), job.episodes_per_task, job.episodes_per_trial, self.horizon
         n, T, A = G * E, H * M, self.act_dim
@@ -244,6 +255,7 @@ class RolloutWorker:
         unstable = np.zeros(n, dtype=bool)
         ep_ret = np.zeros((n, M), dtype=np.float64)
         ep_len = np.zeros((n, M), dtype=np.int64)
+        nonfinite = np.zeros(n, dtype=np.uint8)
 
         obs = np.array(env.reset(reset_rngs), dtype=np.float64)
         t_ep = np.zeros(n, dtype=np.int64)
@@ -269,9 +281,23 @@ class RolloutWorker:
             ep_id[t, idx] = episode if all_live else episode[live_idx]
             ep_start[t, idx] = (t_ep == 0) if all_live else (t_ep[live_idx] == 0)
 
-            result = env.step(np.clip(live_act, low, high), None if all_live else live_idx)  # type: ignore[arg-type]
+            env_act = np.clip(live_act, low, high)
+            act_bad = ~np.isfinite(live_act).all(axis=1)
+            if act_bad.any():
+                env_act[act_bad] = 0.0  # the env never sees them; the step is dropped below
+            result = env.step(env_act, None if all_live else live_idx)  # type: ignore[arg-type]
             next_obs, reward = result.obs, result.reward
-            bad = ~(np.isfinite(next_obs).all(axis=1) & np.isfinite(reward))
+            obs_bad = ~np.isfinite(next_obs).all(axis=1)
+            rew_bad = ~np.isfinite(reward)
+            bad = act_bad | obs_bad | rew_bad
+            if bad.any():
+                # A non-finite value diverged the column: marked, never scored as a return.
+                code = (
+                    act_bad * NONFINITE_ACTIONS
+                    | obs_bad * NONFINITE_OBSERVATIONS
+                    | rew_bad * NONFINITE_REWARDS
+                ).astype(np.uint8)
+                nonfinite[live_idx[bad]] = code[bad]
             if views is not None:
                 # MuJoCo resets an env whose state blew up and counts a warning instead.
                 for j, i in enumerate(live_idx):
@@ -332,6 +358,11 @@ class RolloutWorker:
                 if live_idx.size == 0:
                     break
 
+        diverged = np.flatnonzero(nonfinite)
+        if diverged.size:
+            # The diverged episode and the ones it kept from running have no return.
+            later = np.arange(M)[None, :] >= episode[diverged, None]
+            ep_ret[diverged] = np.where(later, np.nan, ep_ret[diverged])
         return {
             "obs": obs_buf,
             "actions": act_buf,
@@ -348,6 +379,7 @@ class RolloutWorker:
             "unstable": unstable,
             "episode_returns": ep_ret.astype(np.float32),
             "episode_lengths": ep_len,
+            "nonfinite": nonfinite,
         }
 
     def close(self) -> None:

@@ -26,13 +26,27 @@ from metarl.sampling.policy_step import check_policy, prepare_params
 from metarl.sampling.rollout import EnvSource, Job, RolloutWorker, env_spaces
 from metarl.tasks import Task, TaskSampler
 
-__all__ = ["InlineSampler", "Sampler", "WorkerError", "resolve_source"]
+__all__ = ["DivergedError", "InlineSampler", "Sampler", "WorkerError", "resolve_source"]
 
 Array = np.ndarray
 
 
 class WorkerError(RuntimeError):
     """A sampling worker died, hung or failed; the message names it (pid, columns)."""
+
+
+class DivergedError(RuntimeError):
+    """A batch had non-finite actions, observations or rewards (``on_diverged="raise"``).
+
+    Attributes:
+        kinds: what was non-finite (``"actions"``, ``"observations and rewards"``, ...).
+        tasks: indices of the tasks with a diverged column.
+        num_tasks: tasks in the batch.
+    """
+
+    def __init__(self, kinds: str, tasks: list[int], num_tasks: int) -> None:
+        self.kinds, self.tasks, self.num_tasks = kinds, tasks, num_tasks
+        super().__init__(f"non-finite {kinds} in {len(tasks)} of {num_tasks} tasks")
 
 
 def resolve_source(source: str | TaskFamily | TaskSampler) -> EnvSource:
@@ -88,6 +102,10 @@ class Sampler(ABC):
     """
 
     num_workers: int = 1
+    on_diverged: str = "mark"
+    """``"mark"``: a batch with diverged columns comes back with them marked
+    (:attr:`EpisodeBatch.nonfinite`, NaN returns; what evaluation wants); ``"raise"``: sampling
+    raises :class:`DivergedError` instead (what training wants: no update from such a batch)."""
 
     def __init__(
         self,
@@ -182,7 +200,11 @@ class Sampler(ABC):
             for a, b in split_tasks(K, self.num_workers)
         ]
         results = self._run(jobs)
-        return self._assemble(results, checked, E, M)
+        batch = self._assemble(results, checked, E, M)
+        if self.on_diverged == "raise" and bool(batch.nonfinite.any()):
+            diverged = batch.by_task("nonfinite").any(dim=1)
+            raise DivergedError(batch.nonfinite_kinds(), diverged.nonzero().flatten().tolist(), K)
+        return batch
 
     def _check_task(self, i: int, task: Mapping[str, Any]) -> Task:
         if not isinstance(task, Mapping):
@@ -230,6 +252,7 @@ class Sampler(ABC):
                     "unstable",
                     "episode_returns",
                     "episode_lengths",
+                    "nonfinite",
                 )
             }
         )
