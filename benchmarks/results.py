@@ -5,6 +5,7 @@
     python benchmarks/results.py list                       # the cells and their budgets
     python benchmarks/results.py run point2d-maml-trpo-paper --seeds 0 1 2
     python benchmarks/results.py run point2d-rl2-ppo --seeds 0 1 2 --jobs 2
+    python benchmarks/results.py sync                       # publish seeds still training
     python benchmarks/results.py report                     # docs/results.md and its figures
 
 A *cell* names an agent, a family and variant, a preset and its overrides, an env-step budget
@@ -21,7 +22,8 @@ files that are committed to the repository::
 
 A seed that has not finished training carries ``status: unfinished`` and its metrics so far;
 ``report`` shows it as unfinished (and a planned seed with no folder as missing), never drops
-it. ``report`` reads nothing but ``results/`` and writes ``docs/results.md`` and
+it; ``sync`` publishes the seeds still training that way, before a session that must stop.
+``report`` reads nothing but ``results/`` and writes ``docs/results.md`` and
 ``docs/figures/results-*.png``; the findings written by hand in ``results/findings.md`` are
 included as they are.
 """
@@ -484,6 +486,35 @@ def run_cell(
     return status
 
 
+def sync(
+    results: Path = RESULTS, runs: Path = RUNS, cells: Sequence[Cell] | None = None
+) -> list[dict[str, Any]]:
+    """Publish the seeds still training (or stopped) as ``unfinished``, with their metrics so
+    far, so that what a stopped session trained is committed and shown; finished seeds are
+    left as they are. Returns the records written."""
+    written = []
+    for cell in list(CELLS.values()) if cells is None else cells:
+        for run_dir in sorted((runs / cell.name).glob("seed-*")):
+            try:
+                seed = int(run_dir.name.split("-", 1)[1])
+            except ValueError:
+                continue
+            out = results / cell.name / f"seed-{seed}"
+            previous = json.loads((out / "run.json").read_text()) if out.is_dir() else {}
+            if previous.get("status") == "complete" or not (run_dir / "metrics.csv").is_file():
+                continue
+            record = {
+                **previous,
+                "status": "unfinished",
+                "machine": machine(),
+                "metarl_commit": _commit(),
+                "resume_command": f"python benchmarks/results.py run {cell.name} --seeds {seed}",
+            }
+            record.setdefault("sessions", [])
+            written.append(_publish(cell, seed, run_dir, out, iterations(cell), record))
+    return written
+
+
 def _seed_line(record: dict[str, Any]) -> str:
     return (
         f"{record['cell']} seed {record['seed']}: {record['status']}, "
@@ -690,7 +721,8 @@ def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], ste
     ax.set_xlabel("env steps")
     ax.set_ylabel("post-adaptation return, training batches\n(running mean, 2% of the run)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     write_atomically(Path(f"{stem}-learning.png"), lambda tmp: fig.savefig(tmp, dpi=110))
@@ -721,7 +753,8 @@ def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], ste
     ax.set_xlabel("adaptation step (RL^2: episode of a trial)")
     ax.set_ylabel("meta-test return, held-out tasks")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     write_atomically(Path(f"{stem}-adaptation.png"), lambda tmp: fig.savefig(tmp, dpi=110))
@@ -852,6 +885,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     run.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     run.add_argument("--runs", type=Path, default=RUNS, help=argparse.SUPPRESS)
+    syn = sub.add_parser(
+        "sync", help="publish the seeds still training as unfinished, with their metrics so far"
+    )
+    syn.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    syn.add_argument("--runs", type=Path, default=RUNS, help=argparse.SUPPRESS)
     rep = sub.add_parser("report", help="write docs/results.md and its figures")
     rep.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
     rep.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
@@ -859,6 +897,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         return _list()
+    if args.command == "sync":
+        for record in sync(args.results, args.runs):
+            print(_seed_line(record))
+        return 0
     if args.command == "report":
         print(f"wrote {report(args.results, args.docs, args.readme)} and {args.readme}'s table")
         return 0

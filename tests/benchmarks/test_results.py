@@ -163,6 +163,12 @@ def test_a_killed_seed_resumes_to_the_same_result(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(metrics.read_text().splitlines()) - 1 < 6  # stopped mid-cell
+    # Published as unfinished, with its metrics so far, and reported so.
+    (record,) = R.sync(broken / "results", broken / "runs", cells=[TINY])
+    assert record["status"] == "unfinished" and 1 <= record["iterations_done"] < 6
+    assert "resume_command" in record
+    text = R.report(broken / "results", broken / "docs").read_text()
+    assert f"seed 1 unfinished ({record['iterations_done']}/6 iterations)" in text
 
     record = R.run_seed(TINY, 1, broken / "results", broken / "runs", progress=False)
     assert record["status"] == "complete"
