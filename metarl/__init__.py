@@ -2,10 +2,43 @@
 
 The core library. Task families live in :mod:`metarl.envs`, the meta-learners in
 :mod:`metarl.agents`; ``metarl train|eval|render|list`` is the command line.
+
+Importing metarl registers the Gymnasium id ``metarl/<Family>-v0`` of every installed task
+family (``gymnasium.make("metarl/AntDir-v0")``). The names and env classes come from the
+``metarl.envs`` entry points of the installed packages, as strings: Gymnasium imports the env
+only at ``make``, and the core itself never imports :mod:`metarl.envs`.
 """
+
+from importlib.metadata import entry_points
+
+import gymnasium as gym
 
 from metarl.tasks import Task, TaskSampler, TaskSplit
 
 __version__ = "0.1.0"
 
-__all__ = ["Task", "TaskSampler", "TaskSplit", "__version__"]
+__all__ = ["Task", "TaskSampler", "TaskSplit", "__version__", "register_envs"]
+
+
+def register_envs() -> list[str]:
+    """Register ``metarl/<name>-v0`` for every ``metarl.envs`` entry point; returns the ids.
+
+    An id that is already registered (``import metarl.envs`` registers the built-in families
+    too) is left as it is.
+    """
+    ids = []
+    for ep in entry_points(group="metarl.envs"):
+        env_id = f"metarl/{ep.name}-v0"
+        if env_id not in gym.registry:
+            # The horizon belongs to the family's variant; the env truncates itself.
+            gym.register(
+                id=env_id,
+                entry_point=ep.value,
+                kwargs={"family": ep.name},
+                max_episode_steps=None,
+            )
+        ids.append(env_id)
+    return ids
+
+
+register_envs()

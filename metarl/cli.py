@@ -17,26 +17,139 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 __all__ = ["UsageError", "given_settings", "main", "parse_train_args"]
 
 USAGE = """usage: metarl COMMAND ...
 
 commands:
-  train ALGO [options]   meta-train an agent (metarl train ALGO --help for options)
+  train ALGO [options]   meta-train an agent (metarl train --help: agents and common options)
   eval RUN [RUN ...]     meta-test on held-out tasks with a from-scratch PPO baseline
   render RUN             video of a held-out task before and after each adaptation step
   list                   task families, algorithms and presets
+
+options:
+  -h, --help             show this message
+  --version              show metarl's version
 """
 
 
 class UsageError(ValueError):
     """A command line that cannot run; printed without a traceback."""
+
+
+def clean_help(text: str, width: int | None = None) -> str:
+    """Help text as a terminal shows it: no RST markup, each paragraph one line, literal
+    blocks (indented lines) kept line by line.
+
+    With ``width``, paragraphs are wrapped with a hanging indent (tyro joins a description's
+    lines unless the next one starts with a space).
+    """
+    import textwrap
+
+    out = ""
+    for para in re.split(r"\n\s*\n", inspect.cleandoc(text)):
+        lines = para.splitlines()
+        para = re.sub(r"`+([^`]*)`+", r"\1", para)
+        indent = "" if width is None else "  "
+        if lines and all(line[:1].isspace() for line in lines):  # a literal block: keep it
+            out += "\n" + "\n".join(indent + "  " + line.strip() for line in para.splitlines())
+            continue
+        para = re.sub(r"::$", ":", " ".join(para.split()))
+        if width is not None:
+            para = textwrap.fill(para, width, subsequent_indent=indent)
+        out += ("\n\n" if out else "") + para
+    return out
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string after it in the class body), cleaned."""
+    import docstring_parser
+
+    return {
+        p.arg_name: clean_help(p.description)
+        for cls_ in reversed(cls.__mro__)
+        if dataclasses.is_dataclass(cls_)
+        for p in docstring_parser.parse_from_object(cls_).params
+        if p.description
+    }
+
+
+def _help_copy(cls: type, extra: Sequence[tuple[str, Any, str]] = ()) -> type:
+    """A frozen copy of dataclass ``cls`` for tyro, its help text cleaned by :func:`clean_help`.
+
+    tyro keeps the source's line breaks inside a docstring and its backticks; the copy gives
+    every field its help explicitly. ``extra`` adds ``(name, type, help)`` fields in front.
+    """
+    import tyro
+
+    hints = typing.get_type_hints(cls)
+    docs = _field_help(cls)
+    specs: list[tuple[str, Any]] = [
+        (name, Annotated[tp, tyro.conf.arg(help=text)]) for name, tp, text in extra
+    ]
+    specs += [
+        (f.name, Annotated[hints[f.name], tyro.conf.arg(help=docs.get(f.name, ""))])
+        for f in dataclasses.fields(cls)
+    ]
+    copy = dataclasses.make_dataclass(cls.__name__, specs, frozen=True)
+    copy.__doc__ = clean_help(cls.__doc__ or "")
+    return copy
+
+
+def _as(cls: type, copy: Any) -> Any:
+    """The ``cls`` instance with the values of ``copy`` (a :func:`_help_copy` instance)."""
+    return cls(**{f.name: getattr(copy, f.name) for f in dataclasses.fields(cls)})
+
+
+def _help_width() -> int:
+    import shutil
+
+    return max(40, min(shutil.get_terminal_size().columns, 100) - 2)
+
+
+def _agents_line() -> str:
+    from metarl.train import agent_registry
+
+    return ", ".join(
+        f"{name} (presets {'/'.join(getattr(cls, 'PRESET_NAMES', ()))})"
+        for name, cls in agent_registry().items()
+    )
+
+
+def _train_help(prog: str) -> int:
+    """``metarl train --help``: the agents and the options every agent shares."""
+    import tyro
+
+    from metarl.train import RunArgs
+
+    description = (
+        f"Meta-train an agent on a task family. ALGO is one of: {_agents_line()}.\n\n"
+        "The options below are the same for every agent; metarl train ALGO --help adds the "
+        "agent's hyperparameters (--iterations, --meta-batch-size, ...). The preset gives "
+        "the defaults and a flag overrides one setting."
+    )
+    run_cls = _help_copy(RunArgs)
+    try:
+        tyro.cli(
+            run_cls,
+            args=["--help"],
+            default=run_cls(**dataclasses.asdict(RunArgs())),
+            prog=prog,
+            description=clean_help(description, _help_width()),
+            config=(tyro.conf.FlagConversionOff,),
+        )
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    return 0
 
 
 def parse_train_args(
@@ -46,12 +159,14 @@ def parse_train_args(
     prog: str,
     description: str,
     env: str | None = None,
+    algo_flag: bool = False,
 ) -> tuple[Any, Any, int | None]:
     """``(RunArgs, agent config, iterations override)`` from ``train``-style options.
 
     ``--preset`` (and ``--env``, unless ``env`` fixes the family) choose the defaults; every
     field of :class:`~metarl.train.RunArgs` and of the agent's config is a flag on top. Shared
-    by ``metarl train`` and the scripts in ``experiments/``.
+    by ``metarl train`` and the scripts in ``experiments/`` (``algo_flag``: the script's
+    ``--algo`` is shown among the options).
     """
     import tyro
 
@@ -72,21 +187,33 @@ def parse_train_args(
         )
     make_family(known.env)  # an unknown family fails here, listing the valid ones
     config = agent_cls.preset(known.preset, known.env)  # type: ignore[attr-defined]
+    extra = []
+    if algo_flag:
+        choice = Literal.__getitem__(tuple(registry))
+        extra = [("algo", choice, "The agent to train (its presets: see --preset).")]
+    run_cls = _help_copy(RunArgs, extra)
+    config_cls = _help_copy(agent_cls.config_cls)
     cli_cls = dataclasses.make_dataclass(
-        "TrainArgs", [("run", RunArgs), ("config", agent_cls.config_cls)], frozen=True
+        "TrainArgs", [("run", run_cls), ("config", config_cls)], frozen=True
     )
-    default = cli_cls(run=RunArgs(env=known.env, preset=known.preset), config=config)
+    run_values = dataclasses.asdict(RunArgs(env=known.env, preset=known.preset))
+    if algo_flag:
+        run_values["algo"] = algo
+    default = cli_cls(
+        run=run_cls(**run_values),
+        config=config_cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}),
+    )
     args = tyro.cli(
         cli_cls,
         args=list(argv),
         default=default,
         prog=prog,
-        description=description,
+        description=clean_help(description, _help_width()),
         config=(tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff),
     )
     explicit = any(a == "--iterations" or a.startswith("--iterations=") for a in argv)
     iterations = args.config.iterations if explicit else None
-    return args.run, args.config, iterations
+    return _as(RunArgs, args.run), _as(agent_cls.config_cls, args.config), iterations
 
 
 def given_settings(argv: Sequence[str]) -> set[str]:
@@ -99,9 +226,12 @@ def given_settings(argv: Sequence[str]) -> set[str]:
 def _train(argv: Sequence[str]) -> int:
     from metarl.train import agent_registry, train
 
+    if argv and argv[0] in ("-h", "--help"):
+        return _train_help("metarl train ALGO")
     if not argv or argv[0].startswith("-"):
         raise UsageError(
-            f"usage: metarl train ALGO [options]; ALGO is one of {sorted(agent_registry())}"
+            f"usage: metarl train ALGO [options]; ALGO is one of {sorted(agent_registry())} "
+            "(metarl train --help lists the options)"
         )
     algo = argv[0]
     run, config, iterations = parse_train_args(
@@ -137,7 +267,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarl eval",
         description="Meta-test runs on held-out tasks: mean return after 0..K adaptation steps "
-        "(RL^2: episode 1..K+1 of a trial) with 95%% confidence intervals over tasks x seeds, "
+        "(RL^2: episode 1..K+1 of a trial) with 95% confidence intervals over tasks x seeds, "
         "beside Stable-Baselines3 PPO learning the same tasks from scratch with the same env "
         "steps. Writes RUN/eval/<protocol>.csv, .json and .png.",
     )
@@ -348,6 +478,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        from metarl import __version__
+
+        print(f"metarl {__version__}")
+        return 0
     command = argv[0]
     if command not in COMMANDS:
         print(
