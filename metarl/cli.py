@@ -26,7 +26,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-__all__ = ["UsageError", "given_settings", "main", "parse_train_args"]
+__all__ = [
+    "RENAMED_FLAGS",
+    "UsageError",
+    "check_flags",
+    "given_settings",
+    "main",
+    "parse_args",
+    "parse_train_args",
+]
 
 USAGE = """usage: metarl COMMAND ...
 
@@ -44,6 +52,52 @@ options:
 
 class UsageError(ValueError):
     """A command line that cannot run; printed without a traceback."""
+
+
+RENAMED_FLAGS = {
+    "--num-steps": "--num-adapt-steps",
+    "--adapt-steps": "--num-adapt-steps",
+    "--workers": "--num-workers",
+    "--ppo-epochs": "--update-epochs",
+    "--clip-value-loss": "--clip-vloss",
+    "--no-clip-value-loss": "--no-clip-vloss",
+}
+"""Flags of earlier versions -> today's: one name per concept in every command, script and
+benchmark (the config fields' names, cleanrl's where it has one)."""
+
+
+def check_flags(argv: Sequence[str]) -> None:
+    """Refuse the spellings of earlier versions, naming today's.
+
+    Raises:
+        UsageError: a renamed flag (:data:`RENAMED_FLAGS`), or a boolean given a value
+            (``--progress False``: booleans are ``--progress`` / ``--no-progress``).
+    """
+    for i, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in RENAMED_FLAGS:
+            raise UsageError(f"{flag} is now {RENAMED_FLAGS[flag]}")
+        if not flag.startswith("--"):
+            continue
+        if not value and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value.lower() in ("true", "false"):
+            name = RENAMED_FLAGS.get(flag, flag)
+            new = name if value.lower() == "true" else "--no-" + name[2:]
+            raise UsageError(f"{flag} {value} is now {new} (booleans are --flag / --no-flag)")
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` after :func:`check_flags`: an old spelling exits with
+    status 2 and one line naming today's (the benchmarks' scripts parse this way)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_flags(argv)
+    except UsageError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    return parser.parse_args(argv)
 
 
 def clean_help(text: str, width: int | None = None) -> str:
@@ -145,7 +199,6 @@ def _train_help(prog: str) -> int:
             default=run_cls(**dataclasses.asdict(RunArgs())),
             prog=prog,
             description=clean_help(description, _help_width()),
-            config=(tyro.conf.FlagConversionOff,),
         )
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
@@ -173,6 +226,7 @@ def parse_train_args(
     from metarl.envs import make_family
     from metarl.train import RunArgs, agent_registry
 
+    check_flags(argv)
     registry = agent_registry()
     if algo not in registry:
         raise UsageError(f"unknown algorithm {algo!r}; choose one of {sorted(registry)}")
@@ -209,7 +263,7 @@ def parse_train_args(
         default=default,
         prog=prog,
         description=clean_help(description, _help_width()),
-        config=(tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff),
+        config=(tyro.conf.OmitArgPrefixes,),
     )
     explicit = any(a == "--iterations" or a.startswith("--iterations=") for a in argv)
     iterations = args.config.iterations if explicit else None
@@ -217,10 +271,12 @@ def parse_train_args(
 
 
 def given_settings(argv: Sequence[str]) -> set[str]:
-    """The settings named by the flags in ``argv`` (``--meta-batch-size 4`` -> meta_batch_size)."""
-    return {
+    """The settings named by the flags in ``argv`` (``--meta-batch-size 4`` -> meta_batch_size,
+    ``--no-progress`` -> progress)."""
+    names = {
         a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--") and len(a) > 2
     }
+    return {n[3:] if n.startswith("no_") else n for n in names}
 
 
 def _train(argv: Sequence[str]) -> int:
@@ -279,7 +335,7 @@ def _eval_parser() -> argparse.ArgumentParser:
         "al. 2017: 40 tasks, 20 rollouts per step, step size 0.1 then 0.05)",
     )
     parser.add_argument("--num-tasks", type=int, help="held-out tasks (override)")
-    parser.add_argument("--num-steps", type=int, help="adaptation steps K (override)")
+    parser.add_argument("--num-adapt-steps", type=int, help="adaptation steps K (override)")
     parser.add_argument("--episodes-per-step", type=int, help="episodes per step (override)")
     parser.add_argument("--step-sizes", type=float, nargs="+", help="MAML step size per step")
     parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds (override)")
@@ -298,20 +354,35 @@ def _eval_parser() -> argparse.ArgumentParser:
         default=5,
         help="episodes per evaluation of the baseline (default 5)",
     )
-    parser.add_argument("--no-baseline", action="store_true", help="skip the SB3 baseline")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the SB3 PPO baseline (default: yes)",
+    )
     parser.add_argument(
         "--figure",
         type=Path,
         help="PNG of all runs together (default with "
         "several runs: eval-<protocol>.png beside the first run folder)",
     )
-    parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--backend", default="inline", choices=["inline", "processes", "ray"], help="sampler"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=1, help="worker processes or Ray actors (default 1)"
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show a progress bar (default: yes)",
+    )
     return parser
 
 
 def _eval(argv: Sequence[str]) -> int:
+    check_flags(argv)
     args = _eval_parser().parse_args(list(argv))
     from metarl.evaluation import (
         check_writable,
@@ -326,7 +397,7 @@ def _eval(argv: Sequence[str]) -> int:
 
     if args.num_workers < 1:
         raise UsageError(f"--num-workers must be >= 1, got {args.num_workers}")
-    baseline_tasks = 0 if args.no_baseline else args.baseline_tasks
+    baseline_tasks = args.baseline_tasks if args.baseline else 0
     # Everything that can fail is checked before the first (long) evaluation starts.
     jobs = []
     for path in args.runs:
@@ -335,7 +406,7 @@ def _eval(argv: Sequence[str]) -> int:
             args.protocol,
             run.family.name,
             num_tasks=args.num_tasks,
-            num_steps=args.num_steps,
+            num_steps=args.num_adapt_steps,
             episodes_per_step=args.episodes_per_step,
             step_sizes=args.step_sizes,
             seeds=args.seeds,
@@ -363,7 +434,7 @@ def _eval(argv: Sequence[str]) -> int:
             baseline_eval_episodes=args.baseline_episodes,
             backend=args.backend,
             num_workers=args.num_workers,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
         paths = write_eval(result, eval_dir(run.path))
         png = plot_adaptation([result], eval_dir(run.path) / f"{protocol.name}.png")
@@ -409,8 +480,13 @@ def _render_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--task-index", type=int, default=0, help="which held-out test task")
     parser.add_argument("--out", type=Path, help="MP4 path (default videos/<run>-<task id>.mp4)")
-    parser.add_argument("--gif", action="store_true", help="also write a GIF beside the MP4")
-    parser.add_argument("--num-steps", type=int, help="adaptation steps K (K + 1 panels)")
+    parser.add_argument(
+        "--gif",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also write a GIF beside the MP4 (default: no)",
+    )
+    parser.add_argument("--num-adapt-steps", type=int, help="adaptation steps K (K + 1 panels)")
     parser.add_argument("--episodes-per-step", type=int, help="episodes per adaptation step")
     parser.add_argument("--step-sizes", type=float, nargs="+", help="MAML step size per step")
     parser.add_argument("--width", type=int, default=320, help="panel width in pixels")
@@ -419,11 +495,17 @@ def _render_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera", help="MuJoCo camera name or id (default: tracking)")
     parser.add_argument("--seed", type=int, default=0, help="seeds resets and adaptation")
     parser.add_argument("--checkpoint", help="iteration number or checkpoint file")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show a progress bar (default: yes)",
+    )
     return parser
 
 
 def _render(argv: Sequence[str]) -> int:
+    check_flags(argv)
     args = _render_parser().parse_args(list(argv))
     from metarl.video import RenderError, render_adaptation, select_gl_backend
 
@@ -449,7 +531,7 @@ def _render(argv: Sequence[str]) -> int:
             task=task,
             task_index=args.task_index,
             out=args.out,
-            num_steps=args.num_steps,
+            num_steps=args.num_adapt_steps,
             episodes_per_step=args.episodes_per_step,
             step_sizes=args.step_sizes,
             width=args.width,
@@ -458,7 +540,7 @@ def _render(argv: Sequence[str]) -> int:
             camera=args.camera,
             seed=args.seed,
             gif=args.gif,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
     except RenderError as exc:
         raise UsageError(str(exc)) from exc
