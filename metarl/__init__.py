@@ -9,15 +9,32 @@ family (``gymnasium.make("metarl/AntDir-v0")``). The names and env classes come 
 only at ``make``, and the core itself never imports :mod:`metarl.envs`.
 """
 
+from __future__ import annotations
+
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 
 from metarl.tasks import Task, TaskSampler, TaskSplit
 
+if TYPE_CHECKING:
+    from metarl.api import TrainedAgent
+
 __version__ = "0.1.0"
 
-__all__ = ["Task", "TaskSampler", "TaskSplit", "__version__", "register_envs"]
+__all__ = ["Task", "TaskSampler", "TaskSplit", "__version__", "load", "register_envs"]
+
+
+def load(
+    run_dir: str | Path, checkpoint: str | Path | int | None = None, device: str = "cpu"
+) -> TrainedAgent:
+    """The trained agent of a run folder (:class:`metarl.api.TrainedAgent`): its policy and
+    config, ``adapt`` on episodes, ``predict`` an action. See :func:`metarl.api.load`."""
+    from metarl.api import load as load_run
+
+    return load_run(run_dir, checkpoint=checkpoint, device=device)
 
 
 def register_envs() -> list[str]:
