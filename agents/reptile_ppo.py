@@ -6,7 +6,7 @@ then moves ``theta`` toward the average of the adapted copies,
 ``theta += meta_lr_t * (mean_k theta_k - theta)``, with ``meta_lr_t`` annealed linearly over
 training as in the paper. Here the inner loop is PPO (Schulman et al. 2017): per task, start
 from ``theta`` (policy and value network) with a fresh Adam, then ``num_adapt_steps`` rounds of
-(collect ``episodes_per_task`` episodes, ``ppo_epochs`` epochs of minibatch updates).
+(collect ``episodes_per_task`` episodes, ``update_epochs`` epochs of minibatch updates).
 
 All tasks of a meta-batch advance together: one sampler call per round with per-task
 parameters, and batched PPO updates: parameters stacked on a leading task axis ``[K, ...]``,
@@ -72,8 +72,8 @@ class ReptilePPOConfig:
     episodes_per_task: int = 10
     """Episodes sampled per task in each inner round."""
     num_adapt_steps: int = 3
-    """Inner rounds per task: each collects episodes, then runs ``ppo_epochs`` epochs."""
-    ppo_epochs: int = 4
+    """Inner rounds per task: each collects episodes, then runs ``update_epochs`` epochs."""
+    update_epochs: int = 4
     """PPO epochs over each round's episodes."""
     num_minibatches: int = 4
     """Minibatches per epoch and task (over the ``horizon * episodes_per_task`` step slots)."""
@@ -121,7 +121,7 @@ class ReptilePPOConfig:
             (self.meta_batch_size >= 1, "meta_batch_size must be >= 1"),
             (self.episodes_per_task >= 1, "episodes_per_task must be >= 1"),
             (self.num_adapt_steps >= 1, "num_adapt_steps must be >= 1"),
-            (self.ppo_epochs >= 1, "ppo_epochs must be >= 1"),
+            (self.update_epochs >= 1, "update_epochs must be >= 1"),
             (self.num_minibatches >= 1, "num_minibatches must be >= 1"),
             (self.adapt_lr > 0, "adapt_lr must be > 0"),
             (self.adam_eps >= 0, "adam_eps must be >= 0"),
@@ -322,7 +322,7 @@ class ReptilePPO(MetaAgent):
                 meta_batch_size=10,
                 episodes_per_task=5,
                 num_adapt_steps=3,
-                ppo_epochs=4,
+                update_epochs=4,
                 num_minibatches=2,
                 adapt_lr=3e-3,
                 meta_lr=1.0,
@@ -460,7 +460,7 @@ class ReptilePPO(MetaAgent):
     def ppo_update(
         self, params: Params, state: InnerState, data: _RoundData
     ) -> tuple[Params, dict[str, float]]:
-        """``ppo_epochs`` epochs of minibatch updates of every task at once.
+        """``update_epochs`` epochs of minibatch updates of every task at once.
 
         Per minibatch: the ``K`` per-task losses are evaluated with ``vmap``, one backward pass
         of their sum gives each task's gradient, the policy's and the value network's parts are
@@ -479,7 +479,7 @@ class ReptilePPO(MetaAgent):
         loss_fn = vmap(self.ppo_loss)
         sums: dict[str, float] = {}
         count, skipped = 0, 0
-        for _ in range(cfg.ppo_epochs):
+        for _ in range(cfg.update_epochs):
             for idx in minibatch_plan(K, n, cfg.num_minibatches, state.generator):
                 mb = data.take(idx.to(data.mask.device))
                 leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
@@ -588,13 +588,12 @@ class ReptilePPO(MetaAgent):
         }
         for r, ret in enumerate(round_returns[1:], start=1):
             metrics[f"meta/return_round_{r}"] = ret
-        for key in ("policy_loss", "value_loss", "entropy", "loss"):
+        keys = ("policy_loss", "value_loss", "entropy", "loss")
+        for key in (*keys, "approx_kl", "clip_fraction", "explained_variance"):
             metrics[f"losses/{key}"] = sums.get(key, math.nan) / n_rounds
-        for key in ("approx_kl", "clip_fraction", "explained_variance"):
-            metrics[f"ppo/{key}"] = sums.get(key, math.nan) / n_rounds
         metrics.update(
             {
-                "ppo/nonfinite_updates": sums.get("nonfinite_updates", 0.0),
+                "losses/nonfinite_updates": sums.get("nonfinite_updates", 0.0),
                 "reptile/meta_lr": lr,
                 "reptile/skipped_tasks": float(K - int(ok.sum())),
                 "policy/std": float(self.policy.log_std.detach().exp().mean()),
@@ -613,7 +612,7 @@ class ReptilePPO(MetaAgent):
         return AdaptedPolicy(params=None, num_tasks=num_tasks)
 
     def adapt(self, policy: AdaptedPolicy, episodes: EpisodeBatch, seed: int = 0) -> AdaptedPolicy:
-        """One inner round (``ppo_epochs`` PPO epochs per task) on ``episodes``.
+        """One inner round (``update_epochs`` PPO epochs per task) on ``episodes``.
 
         From :meth:`exploration_policy` this starts a fresh inner loop at ``theta`` (zero Adam
         moments, minibatches shuffled from ``seed``); from an adapted policy it continues that

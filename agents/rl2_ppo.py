@@ -74,7 +74,7 @@ class RL2PPOConfig:
     """GAE lambda."""
     clip_coef: float = 0.2
     """PPO's ratio clipping epsilon."""
-    clip_value_loss: bool = False
+    clip_vloss: bool = False
     """Clip the value loss around the old values (with clip_coef)."""
     update_epochs: int = 10
     """PPO epochs over each batch of trials."""
@@ -329,7 +329,7 @@ class RL2PPO(MetaAgent):
         log_probs = gaussian_log_prob(actions, mean, log_std)
         pg_loss, pg_metrics = clipped_surrogate(log_probs, old_log_probs, adv, cfg.clip_coef, valid)
         v_loss, v_metrics = value_loss(
-            values, old_values, returns, valid, cfg.clip_coef if cfg.clip_value_loss else None
+            values, old_values, returns, valid, cfg.clip_coef if cfg.clip_vloss else None
         )
         ent_loss, ent_metrics = entropy_bonus(gaussian_entropy(log_std), valid)
         loss = pg_loss + cfg.vf_coef * v_loss + cfg.ent_coef * ent_loss

@@ -35,14 +35,14 @@ class Setup(NamedTuple):
 
 def build(agent_cls: Any, args: Any, **overrides: Any) -> Setup:
     """Seed 0; ``args.env``'s family; ``agent_cls`` with its ``default`` preset and
-    ``overrides`` on ``args.device``; a sampler (``args.backend``, ``args.workers``)."""
+    ``overrides`` on ``args.device``; a sampler (``args.backend``, ``args.num_workers``)."""
     torch.manual_seed(0)
     family = make_family(args.env)
     config = replace(agent_cls.preset("default", args.env), **overrides)
     device = resolve_device(args.device)
     agent = agent_cls(config, family.observation_space, family.action_space, device)
     tasks_source = FamilyTaskSampler(family)
-    sampler = make_sampler(tasks_source, agent.policy, args.backend, args.workers)
+    sampler = make_sampler(tasks_source, agent.policy, args.backend, args.num_workers)
     return Setup(family, config, device, agent, tasks_source, sampler, np.random.default_rng(0))
 
 

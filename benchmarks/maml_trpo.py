@@ -6,8 +6,8 @@ and a summary; ``--json PATH`` writes the figures.
 
     python benchmarks/maml_trpo.py                 # paper size, 3 iterations, CPU
     python benchmarks/maml_trpo.py --quick         # 10 tasks x 5 episodes, 2 iterations
-    python benchmarks/maml_trpo.py --adapt-steps 2 # two inner steps
-    python benchmarks/maml_trpo.py --device cuda --backend processes --workers 2
+    python benchmarks/maml_trpo.py --num-adapt-steps 2   # two inner steps
+    python benchmarks/maml_trpo.py --device cuda --backend processes --num-workers 2
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from _iteration import build, run_iterations, summarize
 
 from metarl.agents import MAMLTRPO
+from metarl.cli import parse_args
 
 
 def main() -> None:
@@ -27,8 +28,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--meta-batch-size", type=int, default=40)
     parser.add_argument("--episodes-per-task", type=int, default=20)
-    parser.add_argument("--adapt-steps", type=int, default=1, help="inner steps per task")
-    parser.add_argument("--first-order", action="store_true")
+    parser.add_argument("--num-adapt-steps", type=int, default=1, help="inner steps per task")
+    parser.add_argument("--first-order", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument(
         "--hvp-subsample",
         type=float,
@@ -37,11 +38,16 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=2, help="processes/ray backends")
     parser.add_argument("--torch-threads", type=int, default=1, help="CPU threads of torch")
-    parser.add_argument("--quick", action="store_true", help="10 tasks x 5 episodes, 2 iterations")
+    parser.add_argument(
+        "--quick",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="10 tasks x 5 episodes, 2 iterations",
+    )
     parser.add_argument("--json", default=None, help="write the figures here")
-    args = parser.parse_args()
+    args = parse_args(parser)
     if args.quick:
         args.meta_batch_size, args.episodes_per_task, args.iterations = 10, 5, 2
 
@@ -51,15 +57,15 @@ def main() -> None:
         args,
         meta_batch_size=args.meta_batch_size,
         episodes_per_task=args.episodes_per_task,
-        num_adapt_steps=args.adapt_steps,
+        num_adapt_steps=args.num_adapt_steps,
         first_order=args.first_order,
         hvp_subsample=args.hvp_subsample,
     )
     print(
         f"MAML-TRPO on {args.env}: {config.meta_batch_size} tasks x {config.episodes_per_task} "
         f"episodes x H={family.horizon}, device={device}, backend={args.backend}"
-        + (f" ({args.workers} workers)" if args.backend != "inline" else "")
-        + f", {args.adapt_steps} inner step{'s' if args.adapt_steps > 1 else ''}"
+        + (f" ({args.num_workers} workers)" if args.backend != "inline" else "")
+        + f", {args.num_adapt_steps} inner step{'s' if args.num_adapt_steps > 1 else ''}"
         + (", first order" if args.first_order else ", second order")
         + f", hvp_subsample={args.hvp_subsample}, {args.torch_threads} torch thread"
         + ("s" if args.torch_threads > 1 else "")
@@ -74,11 +80,11 @@ def main() -> None:
         "env": args.env,
         "device": str(device),
         "backend": args.backend,
-        "workers": args.workers if args.backend != "inline" else 1,
+        "num_workers": args.num_workers if args.backend != "inline" else 1,
         "meta_batch_size": config.meta_batch_size,
         "episodes_per_task": config.episodes_per_task,
         "horizon": family.horizon,
-        "adapt_steps": args.adapt_steps,
+        "num_adapt_steps": args.num_adapt_steps,
         "first_order": args.first_order,
         "hvp_subsample": args.hvp_subsample,
         "torch_threads": args.torch_threads,

@@ -27,6 +27,7 @@ import torch
 from _iteration import build, run_iterations, summarize, sync
 
 from metarl.agents import ReptilePPO
+from metarl.cli import parse_args
 
 
 def time_updates(
@@ -63,11 +64,16 @@ def main() -> None:
     parser.add_argument("--episodes-per-task", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=2, help="processes/ray backends")
     parser.add_argument("--repeats", type=int, default=3, help="timings of the update ratio")
-    parser.add_argument("--quick", action="store_true", help="20 tasks x 2 episodes, 1 iteration")
+    parser.add_argument(
+        "--quick",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="20 tasks x 2 episodes, 1 iteration",
+    )
     parser.add_argument("--json", default=None, help="write the figures here")
-    args = parser.parse_args()
+    args = parse_args(parser)
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     if args.quick:
         args.episodes_per_task, args.iterations, args.repeats = 2, 1, 1
@@ -81,7 +87,7 @@ def main() -> None:
     print(
         f"Reptile-PPO on {args.env}: {config.meta_batch_size} tasks x "
         f"{config.episodes_per_task} episodes x H={family.horizon}, {config.num_adapt_steps} "
-        f"inner rounds x {config.ppo_epochs} epochs x {config.num_minibatches} minibatches, "
+        f"inner rounds x {config.update_epochs} epochs x {config.num_minibatches} minibatches, "
         f"device={device}, backend={args.backend}, torch threads={torch.get_num_threads()}"
     )
     try:
@@ -103,7 +109,7 @@ def main() -> None:
         "episodes_per_task": config.episodes_per_task,
         "horizon": family.horizon,
         "num_adapt_steps": config.num_adapt_steps,
-        "ppo_epochs": config.ppo_epochs,
+        "update_epochs": config.update_epochs,
         "num_minibatches": config.num_minibatches,
         "round_update_batched_s": batched_s,
         "round_update_sequential_s": sequential_s,

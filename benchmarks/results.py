@@ -308,7 +308,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _train_argv(cell: Cell, seed: int, run_dir: Path, total: int, progress: bool) -> list[str]:
-    common = ["--iterations", str(total), "--progress", str(progress)]
+    common = ["--iterations", str(total), "--progress" if progress else "--no-progress"]
     if (run_dir / "checkpoints" / "latest.pt").is_file():
         return ["train", cell.algo, "--env", cell.family, "--resume", str(run_dir), *common]
     argv = ["train", cell.algo, "--env", cell.family, "--preset", cell.preset]

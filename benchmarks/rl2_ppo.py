@@ -20,6 +20,7 @@ import torch
 from _iteration import build, run_iterations, summarize
 
 from metarl.agents import RL2PPO
+from metarl.cli import parse_args
 
 
 def main() -> None:
@@ -31,10 +32,15 @@ def main() -> None:
     parser.add_argument("--update-epochs", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="2 episodes, 2 epochs, 1 iteration")
+    parser.add_argument("--num-workers", type=int, default=2, help="processes/ray backends")
+    parser.add_argument(
+        "--quick",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="2 episodes, 2 epochs, 1 iteration",
+    )
     parser.add_argument("--json", default=None, help="write the figures here")
-    args = parser.parse_args()
+    args = parse_args(parser)
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     if args.quick:
         args.episodes_per_trial, args.update_epochs, args.iterations = 2, 2, 1

@@ -35,6 +35,7 @@ import mujoco
 import numpy as np
 import torch
 
+from metarl.cli import parse_args
 from metarl.envs import MetaEnv, MujocoTaskFamily, make_family
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import InlineSampler, ProcessSampler, RaySampler, Sampler
@@ -112,12 +113,22 @@ def sync_vector_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short episodes, fewer repeats")
+    parser.add_argument(
+        "--quick",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="short episodes, fewer repeats",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here as a list of records")
-    parser.add_argument("--ray", action="store_true", help="also measure 2 Ray actors")
+    parser.add_argument(
+        "--ray",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also measure 2 Ray actors",
+    )
     parser.add_argument("--families", nargs="+", default=list(FAMILIES))
     parser.add_argument("--envs", nargs="+", type=int, default=list(ENV_COUNTS))
-    args = parser.parse_args()
+    args = parse_args(parser)
     torch.set_num_threads(1)
     horizon = 50 if args.quick else 200
     repeats = 2 if args.quick else 3

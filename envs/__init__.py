@@ -1,9 +1,11 @@
 """Parameterized MuJoCo task families (installed as ``metarl.envs``).
 
-Importing this package registers one Gymnasium env per family, ``metarl/<Family>-v0``::
+One Gymnasium env per family, ``metarl/<Family>-v0``, registered by ``import metarl`` (from
+the ``metarl.envs`` entry points in pyproject.toml; importing this package registers them
+too)::
 
     import gymnasium as gym
-    import metarl.envs
+    import metarl
 
     env = gym.make("metarl/HalfCheetahVel-v0", variant="pearl")
     env.set_task(env.sample_tasks(1)[0])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from metarl.mujoco_messages import route_mujoco_warnings
 from metarl.tasks import Task, TaskSplit, check_num_tasks
 
 __all__ = [
@@ -56,28 +56,14 @@ def gymnasium_asset(name: str) -> Path:
     return path
 
 
+route_mujoco_warnings()  # every family compiles and steps MuJoCo models
+
+
 def load_gymnasium_model(name: str) -> mujoco.MjModel:
-    """Compile one of Gymnasium's v5 models, without MuJoCo's ``settotalmass`` deprecation notice.
-
-    Gymnasium's half_cheetah, hopper and walker2d files set ``settotalmass``; MuJoCo >= 4 warns
-    about it on every compile. The masses it yields are exactly the v5 envs' ones, so that one
-    notice is dropped; every other MuJoCo warning goes where it went before.
-    """
-    previous = mujoco.get_mju_user_warning()
-
-    def handler(message: str) -> None:
-        if "settotalmass" in message:
-            return
-        if previous is not None:
-            previous(message)
-        else:
-            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
-
-    mujoco.set_mju_user_warning(handler)
-    try:
-        return mujoco.MjModel.from_xml_path(str(gymnasium_asset(name)))
-    finally:
-        mujoco.set_mju_user_warning(previous)
+    """Compile one of Gymnasium's v5 models (their ``settotalmass`` notice is dropped: see
+    :mod:`metarl.mujoco_messages`)."""
+    route_mujoco_warnings()
+    return mujoco.MjModel.from_xml_path(str(gymnasium_asset(name)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,9 +44,10 @@ def parse(
     run, config, iterations = parse_train_args(
         known.algo,
         rest,
-        prog=f"{Path(sys.argv[0]).name} --algo ALGO --preset PRESET",
+        prog=Path(sys.argv[0]).name,
         description=f"{doc.strip()}\n\nAgents (presets): {agents}.",
         env=family,
+        algo_flag=True,
     )
     return known.algo, run, config, iterations
 
@@ -67,6 +68,8 @@ def main(family: str, doc: str, argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # tyro reports bad flags (and --help) this way
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     print(f"run folder: {run_dir}")
     print(f"next: metarl eval {run_dir}   and   metarl render {run_dir}")
     return 0

@@ -25,7 +25,12 @@ from metarl.tasks import Task
 if TYPE_CHECKING:
     from metarl.sampling import EpisodeBatch, Sampler
 
-__all__ = ["AdaptedPolicy", "MetaAgent", "config_from_dict"]
+__all__ = ["RENAMED_SETTINGS", "AdaptedPolicy", "MetaAgent", "config_from_dict", "renamed_config"]
+
+RENAMED_SETTINGS = {"ppo_epochs": "update_epochs", "clip_value_loss": "clip_vloss"}
+"""Config names of earlier versions -> today's (one name per concept across agents, as
+cleanrl spells them); the ``config.json`` of a run made before still loads, resumes and
+evaluates."""
 
 
 @dataclass
@@ -146,8 +151,15 @@ class MetaAgent(ABC):
         """Restore :meth:`state_dict`."""
 
 
+def renamed_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config's settings under today's names (see :data:`RENAMED_SETTINGS`)."""
+    return {RENAMED_SETTINGS.get(k, k): v for k, v in data.items()}
+
+
 def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    """Rebuild a config dataclass from its JSON form (lists back to tuples), strictly."""
+    """Rebuild a config dataclass from its JSON form (lists back to tuples), strictly; settings
+    saved under an earlier name (:data:`RENAMED_SETTINGS`) load under today's."""
+    data = renamed_config(data)
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)
     if unknown:

@@ -17,26 +17,192 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-__all__ = ["UsageError", "given_settings", "main", "parse_train_args"]
+__all__ = [
+    "RENAMED_FLAGS",
+    "UsageError",
+    "check_flags",
+    "given_settings",
+    "main",
+    "parse_args",
+    "parse_train_args",
+]
 
 USAGE = """usage: metarl COMMAND ...
 
 commands:
-  train ALGO [options]   meta-train an agent (metarl train ALGO --help for options)
+  train ALGO [options]   meta-train an agent (metarl train --help: agents and common options)
   eval RUN [RUN ...]     meta-test on held-out tasks with a from-scratch PPO baseline
   render RUN             video of a held-out task before and after each adaptation step
   list                   task families, algorithms and presets
+
+options:
+  -h, --help             show this message
+  --version              show metarl's version
 """
 
 
 class UsageError(ValueError):
     """A command line that cannot run; printed without a traceback."""
+
+
+RENAMED_FLAGS = {
+    "--num-steps": "--num-adapt-steps",
+    "--adapt-steps": "--num-adapt-steps",
+    "--workers": "--num-workers",
+    "--ppo-epochs": "--update-epochs",
+    "--clip-value-loss": "--clip-vloss",
+    "--no-clip-value-loss": "--no-clip-vloss",
+}
+"""Flags of earlier versions -> today's: one name per concept in every command, script and
+benchmark (the config fields' names, cleanrl's where it has one)."""
+
+
+def check_flags(argv: Sequence[str]) -> None:
+    """Refuse the spellings of earlier versions, naming today's.
+
+    Raises:
+        UsageError: a renamed flag (:data:`RENAMED_FLAGS`), or a boolean given a value
+            (``--progress False``: booleans are ``--progress`` / ``--no-progress``).
+    """
+    for i, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in RENAMED_FLAGS:
+            raise UsageError(f"{flag} is now {RENAMED_FLAGS[flag]}")
+        if not flag.startswith("--"):
+            continue
+        if not value and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value.lower() in ("true", "false"):
+            name = RENAMED_FLAGS.get(flag, flag)
+            new = name if value.lower() == "true" else "--no-" + name[2:]
+            raise UsageError(f"{flag} {value} is now {new} (booleans are --flag / --no-flag)")
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` after :func:`check_flags`: an old spelling exits with
+    status 2 and one line naming today's (the benchmarks' scripts parse this way)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_flags(argv)
+    except UsageError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    return parser.parse_args(argv)
+
+
+def clean_help(text: str, width: int | None = None) -> str:
+    """Help text as a terminal shows it: no RST markup, each paragraph one line, literal
+    blocks (indented lines) kept line by line.
+
+    With ``width``, paragraphs are wrapped with a hanging indent (tyro joins a description's
+    lines unless the next one starts with a space).
+    """
+    import textwrap
+
+    out = ""
+    for para in re.split(r"\n\s*\n", inspect.cleandoc(text)):
+        lines = para.splitlines()
+        para = re.sub(r"`+([^`]*)`+", r"\1", para)
+        indent = "" if width is None else "  "
+        if lines and all(line[:1].isspace() for line in lines):  # a literal block: keep it
+            out += "\n" + "\n".join(indent + "  " + line.strip() for line in para.splitlines())
+            continue
+        para = re.sub(r"::$", ":", " ".join(para.split()))
+        if width is not None:
+            para = textwrap.fill(para, width, subsequent_indent=indent)
+        out += ("\n\n" if out else "") + para
+    return out
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string after it in the class body), cleaned."""
+    import docstring_parser
+
+    return {
+        p.arg_name: clean_help(p.description)
+        for cls_ in reversed(cls.__mro__)
+        if dataclasses.is_dataclass(cls_)
+        for p in docstring_parser.parse_from_object(cls_).params
+        if p.description
+    }
+
+
+def _help_copy(cls: type, extra: Sequence[tuple[str, Any, str]] = ()) -> type:
+    """A frozen copy of dataclass ``cls`` for tyro, its help text cleaned by :func:`clean_help`.
+
+    tyro keeps the source's line breaks inside a docstring and its backticks; the copy gives
+    every field its help explicitly. ``extra`` adds ``(name, type, help)`` fields in front.
+    """
+    import tyro
+
+    hints = typing.get_type_hints(cls)
+    docs = _field_help(cls)
+    specs: list[tuple[str, Any]] = [
+        (name, Annotated[tp, tyro.conf.arg(help=text)]) for name, tp, text in extra
+    ]
+    specs += [
+        (f.name, Annotated[hints[f.name], tyro.conf.arg(help=docs.get(f.name, ""))])
+        for f in dataclasses.fields(cls)
+    ]
+    copy = dataclasses.make_dataclass(cls.__name__, specs, frozen=True)
+    copy.__doc__ = clean_help(cls.__doc__ or "")
+    return copy
+
+
+def _as(cls: type, copy: Any) -> Any:
+    """The ``cls`` instance with the values of ``copy`` (a :func:`_help_copy` instance)."""
+    return cls(**{f.name: getattr(copy, f.name) for f in dataclasses.fields(cls)})
+
+
+def _help_width() -> int:
+    import shutil
+
+    return max(40, min(shutil.get_terminal_size().columns, 100) - 2)
+
+
+def _agents_line() -> str:
+    from metarl.train import agent_registry
+
+    return ", ".join(
+        f"{name} (presets {'/'.join(getattr(cls, 'PRESET_NAMES', ()))})"
+        for name, cls in agent_registry().items()
+    )
+
+
+def _train_help(prog: str) -> int:
+    """``metarl train --help``: the agents and the options every agent shares."""
+    import tyro
+
+    from metarl.train import RunArgs
+
+    description = (
+        f"Meta-train an agent on a task family. ALGO is one of: {_agents_line()}.\n\n"
+        "The options below are the same for every agent; metarl train ALGO --help adds the "
+        "agent's hyperparameters (--iterations, --meta-batch-size, ...). The preset gives "
+        "the defaults and a flag overrides one setting."
+    )
+    run_cls = _help_copy(RunArgs)
+    try:
+        tyro.cli(
+            run_cls,
+            args=["--help"],
+            default=run_cls(**dataclasses.asdict(RunArgs())),
+            prog=prog,
+            description=clean_help(description, _help_width()),
+        )
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    return 0
 
 
 def parse_train_args(
@@ -46,18 +212,21 @@ def parse_train_args(
     prog: str,
     description: str,
     env: str | None = None,
+    algo_flag: bool = False,
 ) -> tuple[Any, Any, int | None]:
     """``(RunArgs, agent config, iterations override)`` from ``train``-style options.
 
     ``--preset`` (and ``--env``, unless ``env`` fixes the family) choose the defaults; every
     field of :class:`~metarl.train.RunArgs` and of the agent's config is a flag on top. Shared
-    by ``metarl train`` and the scripts in ``experiments/``.
+    by ``metarl train`` and the scripts in ``experiments/`` (``algo_flag``: the script's
+    ``--algo`` is shown among the options).
     """
     import tyro
 
     from metarl.envs import make_family
     from metarl.train import RunArgs, agent_registry
 
+    check_flags(argv)
     registry = agent_registry()
     if algo not in registry:
         raise UsageError(f"unknown algorithm {algo!r}; choose one of {sorted(registry)}")
@@ -72,36 +241,53 @@ def parse_train_args(
         )
     make_family(known.env)  # an unknown family fails here, listing the valid ones
     config = agent_cls.preset(known.preset, known.env)  # type: ignore[attr-defined]
+    extra = []
+    if algo_flag:
+        choice = Literal.__getitem__(tuple(registry))
+        extra = [("algo", choice, "The agent to train (its presets: see --preset).")]
+    run_cls = _help_copy(RunArgs, extra)
+    config_cls = _help_copy(agent_cls.config_cls)
     cli_cls = dataclasses.make_dataclass(
-        "TrainArgs", [("run", RunArgs), ("config", agent_cls.config_cls)], frozen=True
+        "TrainArgs", [("run", run_cls), ("config", config_cls)], frozen=True
     )
-    default = cli_cls(run=RunArgs(env=known.env, preset=known.preset), config=config)
+    run_values = dataclasses.asdict(RunArgs(env=known.env, preset=known.preset))
+    if algo_flag:
+        run_values["algo"] = algo
+    default = cli_cls(
+        run=run_cls(**run_values),
+        config=config_cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}),
+    )
     args = tyro.cli(
         cli_cls,
         args=list(argv),
         default=default,
         prog=prog,
-        description=description,
-        config=(tyro.conf.OmitArgPrefixes, tyro.conf.FlagConversionOff),
+        description=clean_help(description, _help_width()),
+        config=(tyro.conf.OmitArgPrefixes,),
     )
     explicit = any(a == "--iterations" or a.startswith("--iterations=") for a in argv)
     iterations = args.config.iterations if explicit else None
-    return args.run, args.config, iterations
+    return _as(RunArgs, args.run), _as(agent_cls.config_cls, args.config), iterations
 
 
 def given_settings(argv: Sequence[str]) -> set[str]:
-    """The settings named by the flags in ``argv`` (``--meta-batch-size 4`` -> meta_batch_size)."""
-    return {
+    """The settings named by the flags in ``argv`` (``--meta-batch-size 4`` -> meta_batch_size,
+    ``--no-progress`` -> progress)."""
+    names = {
         a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--") and len(a) > 2
     }
+    return {n[3:] if n.startswith("no_") else n for n in names}
 
 
 def _train(argv: Sequence[str]) -> int:
     from metarl.train import agent_registry, train
 
+    if argv and argv[0] in ("-h", "--help"):
+        return _train_help("metarl train ALGO")
     if not argv or argv[0].startswith("-"):
         raise UsageError(
-            f"usage: metarl train ALGO [options]; ALGO is one of {sorted(agent_registry())}"
+            f"usage: metarl train ALGO [options]; ALGO is one of {sorted(agent_registry())} "
+            "(metarl train --help lists the options)"
         )
     algo = argv[0]
     run, config, iterations = parse_train_args(
@@ -137,7 +323,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarl eval",
         description="Meta-test runs on held-out tasks: mean return after 0..K adaptation steps "
-        "(RL^2: episode 1..K+1 of a trial) with 95%% confidence intervals over tasks x seeds, "
+        "(RL^2: episode 1..K+1 of a trial) with 95% confidence intervals over tasks x seeds, "
         "beside Stable-Baselines3 PPO learning the same tasks from scratch with the same env "
         "steps. Writes RUN/eval/<protocol>.csv, .json and .png.",
     )
@@ -149,7 +335,7 @@ def _eval_parser() -> argparse.ArgumentParser:
         "al. 2017: 40 tasks, 20 rollouts per step, step size 0.1 then 0.05)",
     )
     parser.add_argument("--num-tasks", type=int, help="held-out tasks (override)")
-    parser.add_argument("--num-steps", type=int, help="adaptation steps K (override)")
+    parser.add_argument("--num-adapt-steps", type=int, help="adaptation steps K (override)")
     parser.add_argument("--episodes-per-step", type=int, help="episodes per step (override)")
     parser.add_argument("--step-sizes", type=float, nargs="+", help="MAML step size per step")
     parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds (override)")
@@ -168,20 +354,35 @@ def _eval_parser() -> argparse.ArgumentParser:
         default=5,
         help="episodes per evaluation of the baseline (default 5)",
     )
-    parser.add_argument("--no-baseline", action="store_true", help="skip the SB3 baseline")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the SB3 PPO baseline (default: yes)",
+    )
     parser.add_argument(
         "--figure",
         type=Path,
         help="PNG of all runs together (default with "
         "several runs: eval-<protocol>.png beside the first run folder)",
     )
-    parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--backend", default="inline", choices=["inline", "processes", "ray"], help="sampler"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=1, help="worker processes or Ray actors (default 1)"
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show a progress bar (default: yes)",
+    )
     return parser
 
 
 def _eval(argv: Sequence[str]) -> int:
+    check_flags(argv)
     args = _eval_parser().parse_args(list(argv))
     from metarl.evaluation import (
         check_writable,
@@ -196,7 +397,7 @@ def _eval(argv: Sequence[str]) -> int:
 
     if args.num_workers < 1:
         raise UsageError(f"--num-workers must be >= 1, got {args.num_workers}")
-    baseline_tasks = 0 if args.no_baseline else args.baseline_tasks
+    baseline_tasks = args.baseline_tasks if args.baseline else 0
     # Everything that can fail is checked before the first (long) evaluation starts.
     jobs = []
     for path in args.runs:
@@ -205,7 +406,7 @@ def _eval(argv: Sequence[str]) -> int:
             args.protocol,
             run.family.name,
             num_tasks=args.num_tasks,
-            num_steps=args.num_steps,
+            num_steps=args.num_adapt_steps,
             episodes_per_step=args.episodes_per_step,
             step_sizes=args.step_sizes,
             seeds=args.seeds,
@@ -233,7 +434,7 @@ def _eval(argv: Sequence[str]) -> int:
             baseline_eval_episodes=args.baseline_episodes,
             backend=args.backend,
             num_workers=args.num_workers,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
         paths = write_eval(result, eval_dir(run.path))
         png = plot_adaptation([result], eval_dir(run.path) / f"{protocol.name}.png")
@@ -279,8 +480,13 @@ def _render_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--task-index", type=int, default=0, help="which held-out test task")
     parser.add_argument("--out", type=Path, help="MP4 path (default videos/<run>-<task id>.mp4)")
-    parser.add_argument("--gif", action="store_true", help="also write a GIF beside the MP4")
-    parser.add_argument("--num-steps", type=int, help="adaptation steps K (K + 1 panels)")
+    parser.add_argument(
+        "--gif",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also write a GIF beside the MP4 (default: no)",
+    )
+    parser.add_argument("--num-adapt-steps", type=int, help="adaptation steps K (K + 1 panels)")
     parser.add_argument("--episodes-per-step", type=int, help="episodes per adaptation step")
     parser.add_argument("--step-sizes", type=float, nargs="+", help="MAML step size per step")
     parser.add_argument("--width", type=int, default=320, help="panel width in pixels")
@@ -289,11 +495,17 @@ def _render_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera", help="MuJoCo camera name or id (default: tracking)")
     parser.add_argument("--seed", type=int, default=0, help="seeds resets and adaptation")
     parser.add_argument("--checkpoint", help="iteration number or checkpoint file")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show a progress bar (default: yes)",
+    )
     return parser
 
 
 def _render(argv: Sequence[str]) -> int:
+    check_flags(argv)
     args = _render_parser().parse_args(list(argv))
     from metarl.video import RenderError, render_adaptation, select_gl_backend
 
@@ -319,7 +531,7 @@ def _render(argv: Sequence[str]) -> int:
             task=task,
             task_index=args.task_index,
             out=args.out,
-            num_steps=args.num_steps,
+            num_steps=args.num_adapt_steps,
             episodes_per_step=args.episodes_per_step,
             step_sizes=args.step_sizes,
             width=args.width,
@@ -328,7 +540,7 @@ def _render(argv: Sequence[str]) -> int:
             camera=args.camera,
             seed=args.seed,
             gif=args.gif,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
     except RenderError as exc:
         raise UsageError(str(exc)) from exc
@@ -348,6 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        from metarl import __version__
+
+        print(f"metarl {__version__}")
+        return 0
     command = argv[0]
     if command not in COMMANDS:
         print(

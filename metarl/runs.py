@@ -459,6 +459,14 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(parts)
 
 
+RENAMED_METRICS = {
+    f"ppo/{k}": f"losses/{k}"
+    for k in ("approx_kl", "clip_fraction", "explained_variance", "nonfinite_updates")
+}
+"""Metric keys of earlier versions -> today's (one key per quantity across agents, namespaced
+as cleanrl does); a resumed run's ``metrics.csv`` is rewritten under today's keys."""
+
+
 def _read_metrics(path: Path, start: int) -> tuple[list[str] | None, list[dict[str, str]]]:
     """The header and rows ``0..start-1`` of a metrics file, checked for a resume at ``start``.
 
@@ -479,7 +487,7 @@ def _read_metrics(path: Path, start: int) -> tuple[list[str] | None, list[dict[s
     lines = text.splitlines(keepends=True)
     if not lines[-1].endswith("\n"):
         lines.pop()  # a row cut short while it was written
-    header = next(csv.reader(lines[:1]), [])
+    header = [RENAMED_METRICS.get(k, k) for k in next(csv.reader(lines[:1]), [])]
     if not header or header[0] != "iteration":
         raise RunError(
             f"cannot resume: {path} has no header row (its first line should start with "

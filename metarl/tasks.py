@@ -27,6 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
+from metarl.mujoco_messages import route_mujoco_warnings
+
 __all__ = [
     "Choice",
     "Distribution",
@@ -499,6 +501,7 @@ class SetTaskEnvSampler:
         return _as_task_list(self._sample_fn(n, rng), n, "sample_fn")
 
     def make_env(self, task: Task | None = None) -> gym.Env:
+        route_mujoco_warnings()  # no MuJoCo compile notices on stdout or in MUJOCO_LOG.TXT
         env = self._factory()
         if task is not None:
             self._apply(env, task if isinstance(task, Task) else Task(task))
@@ -570,6 +573,7 @@ class GymKwargsTaskSampler:
             kwargs.update(
                 {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in task.items()}
             )
+        route_mujoco_warnings()  # no MuJoCo compile notices on stdout or in MUJOCO_LOG.TXT
         try:
             return gym.make(self.env_id, **kwargs)
         except TypeError as exc:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from metarl.agent import MetaAgent, config_from_dict
+from metarl.agent import MetaAgent, config_from_dict, renamed_config
 from metarl.runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -160,6 +160,7 @@ def _resolve_resume(
         raise RunError(f"{run.resume} trains {saved_run.get('env')!r}, not {run.env!r}")
     latest_checkpoint(run.resume)
     saved_config = config_from_dict(type(config), saved["config"])
+    saved_values = renamed_config(saved["config"])
     if run.run_dir is not None and "run_dir" in given and Path(run.run_dir) != Path(run.resume):
         raise RunError(f"--run-dir {run.run_dir} and --resume {run.resume} name different runs")
     run_fields = set(RunArgs.__dataclass_fields__)
@@ -171,7 +172,7 @@ def _resolve_resume(
         if name in run_fields:
             value, theirs = to_jsonable(getattr(run, name)), saved_run.get(name)
         elif name in config_fields:
-            value, theirs = to_jsonable(getattr(config, name)), saved["config"].get(name)
+            value, theirs = to_jsonable(getattr(config, name)), saved_values.get(name)
             if name in STEP_SIZES:
                 if value != theirs:
                     changes[name] = (theirs, value)

@@ -7,6 +7,7 @@ before any test module, so the default is set here (an explicit value in the env
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -30,3 +31,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs CUDA")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+_MUJOCO_LOG = Path.cwd() / "MUJOCO_LOG.TXT"
+_LOG_BEFORE = _MUJOCO_LOG.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if anything in it made MuJoCo write MUJOCO_LOG.TXT into the working
+    directory (metarl routes MuJoCo's warnings through Python; see metarl.mujoco_messages)."""
+    if not _LOG_BEFORE and _MUJOCO_LOG.exists():
+        print(f"\nerror: the test run wrote {_MUJOCO_LOG}: a MuJoCo warning escaped metarl")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

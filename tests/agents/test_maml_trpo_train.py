@@ -103,8 +103,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
         "1000",
         "--run-dir",
         str(run_dir),
-        "--progress",
-        "False",
+        "--no-progress",
     ]
     # A shell without job control starts background jobs with SIGINT ignored, and a child
     # inherits that: give the run the default handler so Ctrl-C reaches it as in a terminal.
@@ -144,8 +143,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
                 str(run_dir),
                 "--iterations",
                 str(done + 1),
-                "--progress",
-                "False",
+                "--no-progress",
             ]
         )
         == 0

@@ -73,7 +73,7 @@ def make_agent(**overrides: object) -> ReptilePPO:
     settings: dict[str, object] = {
         "hidden_sizes": (5,),
         "value_hidden_sizes": (4,),
-        "ppo_epochs": 2,
+        "update_epochs": 2,
         "num_minibatches": 3,
         "adapt_lr": 0.01,
         **overrides,
@@ -202,7 +202,7 @@ def sequential_ppo(
                 return x.reshape(n, *x.shape[2:])
 
             obs, act, olp, a, r, ov, m = map(flat, (b.obs, b.actions, old_lp, adv, ret, v, b.valid))
-            for _ in range(cfg.ppo_epochs):
+            for _ in range(cfg.update_epochs):
                 # minibatch_plan draws task 0's split, task 1's, ...: take row k of each.
                 for idx_all in minibatch_plan(K, n, cfg.num_minibatches, gen):
                     i = idx_all[k]
@@ -284,7 +284,7 @@ def test_a_nonfinite_task_skips_its_updates_and_the_others_learn() -> None:
     params = agent._theta_as_tasks(K)
     state = agent.new_inner_state(params, 0)
     new, stats = agent.inner_round(params, state, batch)
-    assert stats["nonfinite_updates"] == agent.config.ppo_epochs * agent.config.num_minibatches
+    assert stats["nonfinite_updates"] == agent.config.update_epochs * agent.config.num_minibatches
     assert state.optimizer.steps.tolist() == [6, 0, 6]
     for name, p in new.items():
         assert torch.equal(p[1], params[name][1])

@@ -377,8 +377,7 @@ def test_cli_trains_and_is_registered(tmp_path: Path) -> None:
                 "1",
                 "--run-dir",
                 str(tmp_path / "cli"),
-                "--progress",
-                "False",
+                "--no-progress",
             ]
         )
         == 0

@@ -258,8 +258,7 @@ def test_training_stops_at_divergence_keeping_the_last_good_iteration(tmp_path, 
         "2",
         "--hidden-sizes",
         "8",
-        "--progress",
-        "False",
+        "--no-progress",
     ]
     straight = tmp_path / "straight"
     assert cli(capsys, *argv, "--iterations", "4", "--run-dir", str(straight))[0] == 0
@@ -273,8 +272,7 @@ def test_training_stops_at_divergence_keeping_the_last_good_iteration(tmp_path, 
         str(run_dir),
         "--iterations",
         "4",
-        "--progress",
-        "False",
+        "--no-progress",
     ]
     code, err = cli(capsys, *resume, "--adapt-lr", "inf")
     assert code == 1
@@ -316,8 +314,7 @@ def test_an_update_to_nan_is_never_saved(tmp_path, capsys):
         "1",
         "--run-dir",
         str(run_dir),
-        "--progress",
-        "False",
+        "--no-progress",
     )
     assert code == 1
     assert_one_line(
@@ -347,8 +344,7 @@ def test_an_update_to_nan_is_never_saved(tmp_path, capsys):
         "8",
         "--run-dir",
         str(fresh),
-        "--progress",
-        "False",
+        "--no-progress",
     ]
     code, err = cli(capsys, *argv, "--adapt-lr", "inf")
     assert code == 1
@@ -396,7 +392,7 @@ def test_resume_checks_every_setting_given_against_the_run(tmp_path, capsys):
     assert_one_line(script.stderr, "trains 'Point2DNav', not 'HalfCheetahVel'")
     assert (run_dir / "metrics.csv").read_text() == before
     # A step size may change: applied from the checkpoint on and recorded with the extension.
-    assert cli(capsys, *resume, "--learning-rate", "0.0005", "--progress", "False")[0] == 0
+    assert cli(capsys, *resume, "--learning-rate", "0.0005", "--no-progress")[0] == 0
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["learning_rate"] == 0.0005 and config["config"]["iterations"] == 2
     assert config["resumes"] == [
@@ -546,8 +542,7 @@ def test_a_full_disk_loses_nothing_and_resumes_bit_identically(tmp_path, capsys)
             "8",
             "--checkpoint-every",
             "1",
-            "--progress",
-            "False",
+            "--no-progress",
         ]
         straight = tmp_path / "a"
         assert cli(capsys, *argv, "--iterations", "4", "--run-dir", str(straight))[0] == 0
@@ -562,7 +557,7 @@ def test_a_full_disk_loses_nothing_and_resumes_bit_identically(tmp_path, capsys)
             filler.unlink(missing_ok=True)
             stat = os.statvfs(disk)
             filler.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - left))
-            code, err = cli(capsys, *resume, "--progress", "False")
+            code, err = cli(capsys, *resume, "--no-progress")
             assert code == 1
             assert_one_line(err, *needles, "keeps iteration 2", f"--resume {run_dir}")
         assert not list((run_dir / "checkpoints").glob(".*.tmp"))
@@ -577,8 +572,7 @@ def test_a_full_disk_loses_nothing_and_resumes_bit_identically(tmp_path, capsys)
                 str(run_dir),
                 "--iterations",
                 "4",
-                "--progress",
-                "False",
+                "--no-progress",
             )[0]
             == 0
         )
@@ -812,8 +806,7 @@ def test_a_second_trainer_on_a_run_is_refused_and_a_dead_ones_lock_taken_over(tm
                 str(run_dir),
                 "--iterations",
                 "2",
-                "--progress",
-                "False",
+                "--no-progress",
             )[0]
             == 0
         )
@@ -845,15 +838,14 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again_by_the_same_c
         "8",
         "--run-dir",
         str(run_dir),
-        "--progress",
-        "False",
+        "--no-progress",
     ]
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "metarl",
-            *argv[:-2],
+            *argv[:-1],
             "--meta-batch-size",
             "100000",
             "--iterations",
@@ -880,7 +872,7 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again_by_the_same_c
     assert [r["iteration"] for r in rows(run_dir)] == ["0"]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("not a run")
-    code, err = cli(capsys, *argv[:-3], str(tmp_path / "mine"), "--progress", "False")
+    code, err = cli(capsys, *argv[:-2], str(tmp_path / "mine"), "--no-progress")
     assert code == 2 and "already exists" in err
 
 

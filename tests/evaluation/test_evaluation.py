@@ -255,7 +255,7 @@ def test_eval_command_writes_files(
         str(run_b),
         "--num-tasks",
         "2",
-        "--num-steps",
+        "--num-adapt-steps",
         "1",
         "--episodes-per-step",
         "2",

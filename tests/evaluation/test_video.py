@@ -145,7 +145,7 @@ def test_render_command(
         task,
         "--out",
         str(out),
-        "--num-steps",
+        "--num-adapt-steps",
         "2",
         "--episodes-per-step",
         "2",

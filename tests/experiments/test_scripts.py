@@ -29,7 +29,7 @@ TINY = {
         "1",
         "--num-adapt-steps",
         "1",
-        "--ppo-epochs",
+        "--update-epochs",
         "1",
         "--num-minibatches",
         "1",
@@ -85,8 +85,7 @@ def train_tiny(script: Path, algo: str, run_dir: Path, *extra: str) -> dict[str,
         "4",
         "--run-dir",
         str(run_dir),
-        "--progress",
-        "False",
+        "--no-progress",
         *(extra or TINY[algo]),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
