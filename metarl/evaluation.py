@@ -618,6 +618,8 @@ class EvalResult:
         recurrent: True for RL^2 (step s is episode s + 1 of a trial).
         tasks: the held-out tasks.
         returns: ``[seeds, num_steps + 1, tasks]`` mean return per seed, step and task.
+        success: ``[seeds, num_steps + 1, tasks]`` fraction of episodes that succeeded, where
+            the env reports success (Meta-World's ``info["success"]``), else None.
         steps_per_step: env steps of adaptation budget per step and task.
         baseline: ``[baseline tasks, num_steps + 1]`` SB3 PPO returns, or None.
         baseline_tasks: the tasks the baseline learned.
@@ -639,6 +641,7 @@ class EvalResult:
     baseline: np.ndarray | None = None
     baseline_tasks: list[Task] = field(default_factory=list)
     reference: PublishedCurve | None = None
+    success: np.ndarray | None = None
 
     def step_label(self, step: int) -> str:
         """``"step 2"`` (gradient agents) or ``"episode 3"`` (RL^2)."""
@@ -647,6 +650,12 @@ class EvalResult:
     def summaries(self) -> list[Summary]:
         """Per adaptation step, over tasks x seeds."""
         return [summarize(self.returns[:, s, :]) for s in range(self.returns.shape[1])]
+
+    def success_summaries(self) -> list[Summary]:
+        """Success rate per adaptation step, over tasks x seeds ([] without success info)."""
+        if self.success is None:
+            return []
+        return [summarize(self.success[:, s, :]) for s in range(self.success.shape[1])]
 
     def baseline_summaries(self) -> list[Summary]:
         """Per step, over the baseline's tasks ([] without a baseline)."""
@@ -666,6 +675,8 @@ class EvalResult:
         }
         rows = []
         curves: list[tuple[str, list[Summary]]] = [("agent", self.summaries())]
+        if self.success is not None:
+            curves.append(("agent-success-rate", self.success_summaries()))
         if self.baseline is not None:
             curves.append(("sb3-ppo-scratch", self.baseline_summaries()))
         for curve, summaries in curves:
@@ -718,6 +729,7 @@ class EvalResult:
             "steps_per_step": self.steps_per_step,
             "tasks": [t.to_dict() for t in self.tasks],
             "returns": self.returns.tolist(),
+            "success": None if self.success is None else self.success.tolist(),
             "baseline": None
             if self.baseline is None
             else {
@@ -754,6 +766,9 @@ class EvalResult:
             baseline=None if base is None else np.asarray(base["returns"], dtype=np.float64),
             baseline_tasks=[] if base is None else [Task(t) for t in base["tasks"]],
             reference=None if ref is None else _published_from_json(ref),
+            success=None
+            if data.get("success") is None
+            else np.asarray(data["success"], dtype=np.float64),
         )
 
 
@@ -824,18 +839,19 @@ def evaluate_run(
     bar = _progress(progress, total, f"eval {run.name}")
     sampler = make_sampler(FamilyTaskSampler(family), agent.policy, backend, num_workers)
     try:
-        curves = []
+        curves, success = [], []
         for seed in protocol.seeds:
-            curves.append(
-                agent.adaptation_curve(
-                    sampler,
-                    tasks,
-                    protocol.num_steps,
-                    protocol.episodes_per_step,
-                    int(seed),
-                    step_sizes=step_sizes,
-                )
+            measured = agent.adaptation_curves(
+                sampler,
+                tasks,
+                protocol.num_steps,
+                protocol.episodes_per_step,
+                int(seed),
+                step_sizes=step_sizes,
             )
+            curves.append(measured["return"])
+            if "success" in measured:
+                success.append(measured["success"])
             if bar is not None:
                 bar.update(1)
     finally:
@@ -873,6 +889,7 @@ def evaluate_run(
         baseline=baseline,
         baseline_tasks=list(tasks[:baseline_tasks]),
         reference=published_reference(family.name, family.variant, family.horizon, protocol),
+        success=np.stack(success) if success else None,
     )
 
 
