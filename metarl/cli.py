@@ -119,6 +119,9 @@ def _list(argv: Sequence[str]) -> int:
             for v, spec in cls.variants.items()
         )
         print(f"  {name:<18} variants: {variants}")
+    print("Meta-World (pip install 'metarl[metaworld]'; stepped through env.step, H=500):")
+    print("  ML1-<env>          one env, 50 train / 50 test goals (e.g. ML1-reach-v3, ML1-push-v3)")
+    print("  ML10, ML45         10 or 45 train envs, 5 held-out envs")
     print("algorithms and presets:")
     for name, agent_cls in agent_registry().items():
         presets = ", ".join(getattr(agent_cls, "PRESET_NAMES", ()))
@@ -245,6 +248,10 @@ def _eval(argv: Sequence[str]) -> int:
                 line += f"   sb3-ppo-scratch {base[s].mean:10.2f}"
             if result.reference is not None and s < len(result.reference.returns):
                 line += f"   published {result.reference.returns[s]:.1f}"
+            rates = result.success_summaries()
+            if rates:
+                rate = rates[s]
+                line += f"   success {rate.mean:.1%} [{rate.ci_low:.1%}, {rate.ci_high:.1%}]"
             print(line)
         print(f"  wrote {paths['csv']}, {paths['json']}, {png}")
     if figure is not None:
