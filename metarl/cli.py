@@ -65,17 +65,27 @@ def parse_train_args(
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--env", default=env or RunArgs.env)
     pre.add_argument("--preset", default=RunArgs.preset)
+    pre.add_argument("--tasks", default=None)
     known, _ = pre.parse_known_args(argv)
     if env is not None and known.env != env:
         raise UsageError(
             f"this script trains {env}; for {known.env} use its own script or `metarl train`"
         )
-    make_family(known.env)  # an unknown family fails here, listing the valid ones
+    if known.tasks is not None:
+        # A factory that does not import or returns no sampler fails here, before any work.
+        from metarl.tasks import load_task_sampler
+        from metarl.train import sampler_name
+
+        known.env = sampler_name(load_task_sampler(known.tasks))
+    else:
+        make_family(known.env)  # an unknown family fails here, listing the valid ones
     config = agent_cls.preset(known.preset, known.env)  # type: ignore[attr-defined]
     cli_cls = dataclasses.make_dataclass(
         "TrainArgs", [("run", RunArgs), ("config", agent_cls.config_cls)], frozen=True
     )
-    default = cli_cls(run=RunArgs(env=known.env, preset=known.preset), config=config)
+    default = cli_cls(
+        run=RunArgs(env=known.env, preset=known.preset, tasks=known.tasks), config=config
+    )
     args = tyro.cli(
         cli_cls,
         args=list(argv),

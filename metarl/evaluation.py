@@ -129,7 +129,6 @@ def load_run(
         RunError: a missing folder, a folder without config or checkpoint, one written by a
             newer metarl, an unknown algorithm, or a checkpoint that does not fit the config.
     """
-    from metarl.envs import make_family
     from metarl.train import agent_registry
 
     run_dir = Path(path)
@@ -146,15 +145,11 @@ def load_run(
         )
     agent_cls = registry[algo]
     fam = saved["family"]
-    if fam.get("custom"):
-        raise RunError(
-            f"{run_dir} was trained on a custom task sampler ({fam.get('name')!r}); the command "
-            "line knows only the built-in families: evaluate it from Python with the agent's "
-            "adaptation_curve and your sampler"
-        )
     try:
-        family = make_family(fam["name"], variant=fam.get("variant"), horizon=fam.get("horizon"))
+        family = _run_family(run_dir, fam)
         config = config_from_dict(agent_cls.config_cls, saved["config"])
+    except RunError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{run_dir}/config.json cannot be used: {exc}") from exc
     ckpt = _checkpoint_path(run_dir, checkpoint)
@@ -167,6 +162,27 @@ def load_run(
     except (KeyError, RuntimeError, ValueError) as exc:
         raise RunError(f"{ckpt} does not fit the run's {algo} config: {exc}") from exc
     return LoadedRun(run_dir, algo, agent, family, saved, ckpt, int(state["iteration"]))
+
+
+def _run_family(run_dir: Path, fam: dict[str, Any]) -> TaskFamily:
+    """The family a run trained on: a built-in one, or its ``--tasks`` sampler built again."""
+    from metarl.envs import SamplerFamily, make_family
+    from metarl.tasks import load_task_sampler
+
+    if not fam.get("custom"):
+        return make_family(fam["name"], variant=fam.get("variant"), horizon=fam.get("horizon"))
+    spec = fam.get("tasks")
+    if spec is None:
+        raise RunError(
+            f"{run_dir} was trained on a task sampler passed from Python ({fam.get('name')!r}) "
+            "and cannot be rebuilt; train with --tasks module:callable (RunArgs.tasks) so that "
+            "eval, render and --resume can"
+        )
+    try:
+        sampler = load_task_sampler(spec)
+    except ValueError as exc:
+        raise RunError(f"{run_dir} was trained on --tasks {spec}, which fails now: {exc}") from exc
+    return SamplerFamily(sampler, horizon=fam.get("horizon"), source=spec)
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from metarl.runs import (
     restore_rng_state,
     save_checkpoint,
 )
-from metarl.tasks import TaskSampler
+from metarl.tasks import TaskSampler, load_task_sampler
 
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
@@ -47,6 +47,9 @@ class RunArgs:
 
     env: str = "HalfCheetahVel"
     """Task family (see `metarl list`)."""
+    tasks: str | None = None
+    """A task sampler to train on instead of a family: module:callable, an importable factory
+    that returns one (saved with the run, so eval, render and --resume build it again)."""
     variant: str | None = None
     """Family variant (e.g. maml, pearl); None: the family's default."""
     horizon: int | None = None
@@ -147,12 +150,20 @@ def _task_source(run: RunArgs, task_sampler: TaskSampler | None) -> tuple[Any, d
             "task_sampler must have sample(n, rng) and make_env(task) (metarl.tasks.TaskSampler), "
             f"got {type(task_sampler).__name__}"
         )
-    name = str(getattr(task_sampler, "name", type(task_sampler).__name__))
+    name = sampler_name(task_sampler)
     if run.env != name:
         raise ValueError(
             f"with a custom task sampler, RunArgs.env names it: pass env={name!r} (got {run.env!r})"
         )
-    return task_sampler, {"name": name, "custom": True, "horizon": run.horizon}
+    described = {"name": name, "custom": True, "horizon": run.horizon}
+    if run.tasks is not None:
+        described["tasks"] = run.tasks
+    return task_sampler, described
+
+
+def sampler_name(task_sampler: Any) -> str:
+    """The name a run gets from its task sampler (its ``name``, else its class)."""
+    return str(getattr(task_sampler, "name", None) or type(task_sampler).__name__)
 
 
 def train(
@@ -179,6 +190,10 @@ def train(
     agent_cls = _agent_class(algo)
     if run.resume is not None:
         run, config = _resolve_resume(algo, run, config)
+    if run.tasks is not None and task_sampler is None:
+        task_sampler = load_task_sampler(run.tasks)
+        if run.env == RunArgs.env:
+            run = replace(run, env=sampler_name(task_sampler))
     if iterations is not None and iterations != config.iterations:
         config = replace(config, iterations=int(iterations))
     iterations = int(config.iterations)
