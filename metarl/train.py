@@ -9,6 +9,7 @@ the sampler holds none of its own (its seeds come from the run's generator).
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -201,10 +202,44 @@ def train(
     source, described = _task_source(run, task_sampler)
     threads = torch.get_num_threads()
     torch.set_num_threads(run.torch_threads)
+    folder = _RunFolder()
     try:
-        return _train(algo, run, config, iterations, agent_cls, source, described)
+        return _train(algo, run, config, iterations, agent_cls, source, described, folder)
+    except Exception:
+        folder.discard_unless_checkpointed()
+        raise
     finally:
         torch.set_num_threads(threads)
+
+
+class _RunFolder:
+    """The fresh run folder of a run: created with its config, and removed again (or emptied,
+    if it existed empty) when the run fails before its first checkpoint, so that the same
+    command can run again. Ctrl-C is not a failure: it checkpoints the run for --resume."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.existed = False
+
+    def create(self, path: Path, config: Mapping[str, Any]) -> None:
+        path = Path(path)
+        existed = path.exists()
+        create_run_dir(path, config)
+        self.path, self.existed = path, existed
+
+    def discard_unless_checkpointed(self) -> None:
+        if self.path is None:
+            return
+        try:
+            latest_checkpoint(self.path)
+            return
+        except RunError:
+            pass
+        if self.existed:
+            for child in self.path.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _train(
@@ -215,6 +250,7 @@ def _train(
     agent_cls: type[MetaAgent],
     source: Any,
     described: dict[str, Any],
+    folder: _RunFolder,
 ) -> Path:
     from metarl.sampling.rollout import env_spaces
 
@@ -240,7 +276,7 @@ def _train(
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = run.run_dir or Path("runs") / f"{algo}-{run.env}-{stamp}"
         try:
-            create_run_dir(
+            folder.create(
                 run_dir,
                 {"algo": algo, "run": asdict(run), "config": asdict(config), "family": described},
             )
