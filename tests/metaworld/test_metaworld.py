@@ -153,3 +153,24 @@ def test_cli_rejects_an_unknown_ml1_env_before_any_work(tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert code == 2 and "unknown Meta-World env 'rech-v3'" in err and len(err.splitlines()) == 1
     assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_the_ml1_script_trains_end_to_end(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    run_dir = tmp_path / "run"
+    tiny = ["--meta-batch-size", "2", "--episodes-per-task", "1", "--hidden-sizes", "8"]
+    proc = subprocess.run(
+        [sys.executable, str(root / "experiments" / "metaworld_ml1.py"), "--env", "ML1-push-v3",
+         "--iterations", "1", "--horizon", "4", "--run-dir", str(run_dir), "--progress", "False",
+         *tiny],
+        capture_output=True, text=True, cwd=root, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["family"] == {"name": "ML1-push-v3", "variant": "v3", "horizon": 4}
