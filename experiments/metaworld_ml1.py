@@ -4,7 +4,7 @@
 ``ML1-pick-place-v3``, ...; ``metarl list``). Episodes are Meta-World's 500 steps; the success
 rate before and after adaptation is logged (``meta/success_pre_adapt``,
 ``meta/success_post_adapt``) and ``metarl eval RUN`` reports it per adaptation step. Envs are
-stepped through ``env.step``, 40 per worker at most (one is about 20 MiB): use
+stepped through ``env.step``, 20 per worker at most (one is about 20 MiB): use
 ``--backend processes --num-workers N`` to sample on N cores.
 
 Usage::
