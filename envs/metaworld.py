@@ -92,7 +92,7 @@ class MetaWorldFamily(GymTaskFamily):
     # One Meta-World env holds ~20 MiB: 20 per worker (one task of 20 episodes per wave) keep a
     # worker near 0.9 GB; more envs per wave gain nothing measurable (env.step is ~0.3 ms).
     max_envs = 20
-    render_camera = "corner"
+    render_camera = "topview"  # its corner cameras render upside down
     dt_seconds: ClassVar[float] = 0.0125  # 5 substeps of 2.5 ms
 
     def __init__(

@@ -119,6 +119,9 @@ def load_run(
 ) -> LoadedRun:
     """Rebuild the agent and task family of a run folder from a checkpoint.
 
+    A run trained with ``--tasks module:callable`` gets its sampler built again, as a
+    :class:`~metarl.envs.SamplerFamily`.
+
     Args:
         path: the run folder (``runs/maml-trpo-HalfCheetahVel-...``).
         checkpoint: None for ``checkpoints/latest.pt``, an iteration number for
@@ -127,7 +130,8 @@ def load_run(
 
     Raises:
         RunError: a missing folder, a folder without config or checkpoint, one written by a
-            newer metarl, an unknown algorithm, or a checkpoint that does not fit the config.
+            newer metarl, an unknown algorithm, a checkpoint that does not fit the config, or
+            a custom sampler that was passed from Python (no ``--tasks``) or fails to build.
     """
     from metarl.train import agent_registry
 
