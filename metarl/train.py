@@ -237,7 +237,10 @@ class _RunFolder:
             pass
         if self.existed:
             for child in self.path.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         else:
             shutil.rmtree(self.path, ignore_errors=True)
 
