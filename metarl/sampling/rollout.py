@@ -124,8 +124,9 @@ class GymEnvBatch:
     The first ``num_envs`` slots of the pool are in use (:meth:`resize` changes that; built envs
     beyond it are kept for later). A slot builds its env with ``sampler.make_env(task)`` once;
     a new task goes to the env it has through ``sampler.retask(env, task)`` where the sampler
-    has that method and it returns True, and the env is rebuilt only where it returns False or
-    the sampler has none. Reset seeds come from the column's generator. ``info["truncated"]`` of
+    has that method and it returns True, else to another slot's env that the same call freed
+    and that takes it, and a new env is built only where none does (or the sampler has no
+    ``retask``). Reset seeds come from the column's generator. ``info["truncated"]`` of
     a step carries the env's own truncation (e.g. a ``TimeLimit``); the step's ``info`` values
     named by the sampler's ``info_keys`` (Meta-World's ``success``) come as ``[n]`` arrays.
     """
@@ -162,6 +163,8 @@ class GymEnvBatch:
     ) -> None:
         idx = range(self.num_envs) if indices is None else indices
         retask = getattr(self.sampler, "retask", None)
+        pending: list[tuple[int, Task]] = []
+        refused: list[tuple[gym.Env, Task | None]] = []
         for j, i in enumerate(idx):
             given = tasks[j]
             task = given if isinstance(given, Task) else Task(given)
@@ -172,10 +175,23 @@ class GymEnvBatch:
                 self._tasks[i] = task
                 continue
             if env is not None:
-                env.close()
-            self.envs[i] = None  # freed before its replacement is built
-            self.envs[i] = self._make(task)
-            self._tasks[i] = task
+                refused.append((env, self._tasks[i]))
+                self.envs[i], self._tasks[i] = None, None
+            pending.append((i, task))
+        # An env its own slot's task refused may take another slot's (Meta-World's envs take
+        # tasks of their own env class only); the rest are closed before new envs are built.
+        for i, task in pending:
+            for k, (env, _) in enumerate(refused):
+                if retask is not None and retask(env, task):
+                    self.envs[i], self._tasks[i] = env, task
+                    del refused[k]
+                    break
+        for env, _ in refused:
+            env.close()
+        for i, task in pending:
+            if self.envs[i] is None:
+                self.envs[i] = self._make(task)
+                self._tasks[i] = task
 
     def _env(self, i: int) -> gym.Env:
         env = self.envs[i]

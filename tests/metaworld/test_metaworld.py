@@ -174,3 +174,24 @@ def test_the_ml1_script_trains_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["family"] == {"name": "ML1-push-v3", "variant": "v3", "horizon": 4}
+
+
+@pytest.mark.slow
+def test_ml10_samples_its_train_envs_and_holds_out_five() -> None:
+    """Meta-World builds ML10's 750 tasks in about 10 s: one test covers the multi-env family."""
+    ml10 = make_family("ML10", horizon=10)
+    split = ml10.task_split()
+    assert (len(split.train), len(split.test)) == (500, 250)
+    # Test tasks are interleaved over the held-out envs: the first five are five envs.
+    assert len({t["env_name"] for t in split.test[:5]}) == 5
+    assert not {t["env_name"] for t in split.train} & {t["env_name"] for t in split.test}
+    tasks = split.test[:4]
+    ml10.max_envs = 4
+    policy = GaussianMLPPolicy(39, 4, hidden_sizes=(8,))
+    with InlineSampler(ml10, policy) as pooled:
+        got = pooled.sample(tasks, 2, seed=0)
+        assert len(pooled.worker._pool.envs) == 4  # type: ignore[union-attr]
+    with InlineSampler(make_family("ML10", horizon=10), policy) as fresh:
+        assert_same_bits(got, fresh.sample(tasks, 2, seed=0))
+    env = ml10.make_env(split.test[0])
+    assert not ml10.retask(env, split.test[1])  # another env class: the pool builds a new env

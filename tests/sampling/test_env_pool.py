@@ -26,7 +26,7 @@ class CountedCheetah(HalfCheetahEnv):
 
     def __init__(self) -> None:
         super().__init__()
-        type(self).built += 1
+        CountedCheetah.built += 1
 
     def set_task(self, task: Mapping[str, Any]) -> None:
         self._forward_reward_weight = float(task["forward_reward_weight"])
@@ -151,3 +151,54 @@ def test_a_named_info_key_the_env_lacks_is_a_clear_error() -> None:
     with InlineSampler(sampler, GaussianMLPPolicy(1, 1), horizon=3) as inline:
         with pytest.raises(KeyError, match=r"Reacher1D.step returned no info\['is_success'\]"):
             inline.sample([Task(goal=1.0)], 1, seed=0)
+
+
+class LeftCheetah(CountedCheetah):
+    """A second kind of env of one sampler (the same spaces, another class)."""
+
+
+class KindSampler:
+    """Tasks of two env classes; an env takes a new task only of its own class (Meta-World's
+    rule), so a pool must match envs to tasks across slots to avoid rebuilding."""
+
+    name = "KindSampler"
+    info_keys = ()
+    max_envs = 2
+
+    def __init__(self) -> None:
+        probe = CountedCheetah()
+        self.observation_space, self.action_space = probe.observation_space, probe.action_space
+        probe.close()
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
+        return [Task(kind=int(k), forward_reward_weight=1.0) for k in rng.integers(2, size=n)]
+
+    def make_env(self, task: Task | None = None) -> gym.Env:
+        env = (LeftCheetah if task is not None and task["kind"] == 1 else CountedCheetah)()
+        if task is not None:
+            env.set_task(task)
+        return env
+
+    def retask(self, env: gym.Env, task: Task) -> bool:
+        if type(env.unwrapped) is not (LeftCheetah if task["kind"] == 1 else CountedCheetah):
+            return False
+        env.unwrapped.set_task(task)  # type: ignore[attr-defined]
+        return True
+
+
+def test_the_pool_hands_an_env_to_the_slot_whose_task_it_takes() -> None:
+    sampler = KindSampler()
+    policy = GaussianMLPPolicy(17, 6, hidden_sizes=(8,))
+    a, b = Task(kind=0, forward_reward_weight=1.0), Task(kind=1, forward_reward_weight=2.0)
+    with InlineSampler(sampler, policy, horizon=5) as inline:
+        CountedCheetah.built = 0
+        first = inline.sample([a, b], 1, seed=0)
+        assert CountedCheetah.built == 2
+        swapped = inline.sample([b, a], 1, seed=0)
+        assert CountedCheetah.built == 2  # the two envs changed slots, none was rebuilt
+        pool = inline.worker._pool
+        assert pool is not None and [type(e) for e in pool.envs] == [LeftCheetah, CountedCheetah]
+        # Column 0 of the swapped batch is task b with column 0's seed: not the first batch's.
+        assert not torch.equal(swapped.rewards[:, 0], first.rewards[:, 1])
+        with InlineSampler(KindSampler(), policy, horizon=5) as fresh:
+            assert_same_bits(swapped, fresh.sample([b, a], 1, seed=0))
