@@ -17,10 +17,12 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-## The MuJoCo-facing tests again on MuJoCo 3.3 (metarl supports 3.3 and 4.x), in .venv-mujoco33.
+## The MuJoCo-facing tests again on MuJoCo 3.3 (metarl supports 3.3 and 4.x), in .venv-mujoco33,
+## with the metaworld extra (Meta-World 3.1 pins mujoco 3.3.0) and the Meta-World tests.
 test-mujoco33:
-	@VENV=.venv-mujoco33 EXTRAS=dev MUJOCO_SPEC="mujoco==3.3.7" bash scripts/bootstrap.sh
+	@VENV=.venv-mujoco33 EXTRAS=dev,metaworld MUJOCO_SPEC="mujoco==3.3.0" bash scripts/bootstrap.sh
 	.venv-mujoco33/bin/python -m pytest -m "not slow" tests/envs tests/core tests/sampling/test_sampler.py $(PYTEST_ARGS)
+	.venv-mujoco33/bin/python -m pytest tests/metaworld $(PYTEST_ARGS)
 
 ## ruff (lint + format check) and mypy on the library.
 lint: venv

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from metarl.advantages import discounted_returns, gae, normalize_advantages
-from metarl.agent import AdaptedPolicy, MetaAgent
+from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics
 from metarl.baselines import LinearFeatureBaseline
 from metarl.curvature import FisherProduct, PolicyGradientCurvature
 from metarl.optim import (
@@ -750,6 +750,7 @@ class MAMLTRPO(MetaAgent):
                 "time/sampling": sample_time,
                 "time/optimization": opt_time,
                 "time/env_steps_per_s": steps / max(total, 1e-9),
+                **success_metrics(pre, valid),
             }
         )
         return metrics

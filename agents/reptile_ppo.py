@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from metarl.advantages import gae, normalize_advantages
-from metarl.agent import AdaptedPolicy, MetaAgent
+from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics
 from metarl.optim import BatchedAdam
 from metarl.policies import GaussianMLPPolicy, MLPValue, Params, gaussian_entropy, gaussian_log_prob
 from metarl.ppo import clipped_surrogate, entropy_bonus, minibatch_indices, value_loss
@@ -547,6 +547,7 @@ class ReptilePPO(MetaAgent):
         params = self._theta_as_tasks(K)
         state = self.new_inner_state(params, seed=int(rng.integers(2**62)))
         round_returns: list[float] = []
+        first: EpisodeBatch | None = None
         sums: dict[str, float] = {}
         steps = 0
         for r in range(cfg.num_adapt_steps):
@@ -555,6 +556,7 @@ class ReptilePPO(MetaAgent):
             sample_time += time.perf_counter() - t0
             steps += batch.num_steps
             round_returns.append(float(batch.returns.mean()))
+            first = batch if first is None else first
             t0 = time.perf_counter()
             params, stats = self.inner_round(params, state, batch)
             opt_time += time.perf_counter() - t0
@@ -585,6 +587,7 @@ class ReptilePPO(MetaAgent):
         metrics: dict[str, float] = {
             "meta/return_pre_adapt": round_returns[0],
             "meta/return_post_adapt": float(post.returns.mean()),
+            **success_metrics(first if first is not None else post, post),
         }
         for r, ret in enumerate(round_returns[1:], start=1):
             metrics[f"meta/return_round_{r}"] = ret

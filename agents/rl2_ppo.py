@@ -15,7 +15,7 @@ the gradient sees the states that produced the actions.
 
 Meta-test: :meth:`RL2PPO.exploration_policy` gives the trial's initial state and
 :meth:`RL2PPO.adapt` the state after some episodes. The sampler starts every trial from the
-initial state, so the adaptation curve (:meth:`RL2PPO.adaptation_curve`) samples whole trials of
+initial state, so the adaptation curve (:meth:`RL2PPO.adaptation_curves`) samples whole trials of
 K episodes and reads the return of episode 1..K.
 """
 
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from metarl.advantages import gae, normalize_advantages
-from metarl.agent import AdaptedPolicy, MetaAgent
+from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics, success_rates
 from metarl.policies import (
     RECURRENT_CELLS,
     RecurrentGaussianPolicy,
@@ -303,6 +303,7 @@ class RL2PPO(MetaAgent):
             "meta/return_post_adapt": float(episode_means[-1]),
             **{f"meta/return_episode_{k + 1}": float(v) for k, v in enumerate(episode_means)},
             "meta/return_trial": float(batch.returns.mean()),
+            **success_metrics(batch, batch, pre_episode=0, post_episode=-1),
             **{f"losses/{k}": v / updates for k, v in sums.items()},
             "policy/std": float(self.policy.log_std.detach().exp().mean()),
             "env_steps": float(steps),
@@ -406,7 +407,7 @@ class RL2PPO(MetaAgent):
         )
         return AdaptedPolicy(params=None, num_tasks=K, state=new_state)
 
-    def adaptation_curve(
+    def adaptation_curves(
         self,
         sampler: Sampler,
         tasks: list[Task],
@@ -414,8 +415,10 @@ class RL2PPO(MetaAgent):
         episodes_per_step: int,
         seed: int,
         step_sizes: list[float] | None = None,
-    ) -> np.ndarray:
-        """Mean return of episode ``1..num_steps + 1`` of a trial, per task: ``[num_steps + 1, K]``.
+    ) -> dict[str, np.ndarray]:
+        """Mean return of episode ``1..num_steps + 1`` of a trial, per task: ``[num_steps + 1, K]``
+        (``"return"``; ``"success"``: the fraction of those episodes that succeeded, where the
+        env reports success).
 
         RL^2's meta-test: ``episodes_per_step`` trials of ``num_steps + 1`` episodes per task,
         the hidden state carried through each trial (adaptation step ``s`` is episode
@@ -430,7 +433,13 @@ class RL2PPO(MetaAgent):
             )
         batch = self.sample_trials(sampler, tasks, episodes_per_step, seed, num_steps + 1)
         per_task = batch.by_task("episode_returns").mean(dim=1)  # [K, num_steps + 1]
-        return per_task.T.cpu().numpy().astype(np.float64)
+        out = {"return": per_task.T.cpu().numpy().astype(np.float64)}
+        rates = success_rates(batch)
+        if rates is not None:
+            K = len(tasks)
+            success = rates.reshape(K, episodes_per_step, num_steps + 1).mean(dim=1)
+            out["success"] = success.T.cpu().numpy().astype(np.float64)
+        return out
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -11,6 +11,9 @@ too)::
     env.set_task(env.sample_tasks(1)[0])
 
 Families are looked up by name with :func:`make_family`; :data:`FAMILIES` lists them.
+Meta-World's ML1 / ML10 / ML45 (:data:`GYM_FAMILIES`, ``metarl[metaworld]``) are looked up the
+same way (``make_family("ML1-reach-v3")``) and stepped through ``env.step``; they register no
+``metarl/`` env id (Meta-World registers its own).
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from metarl.envs.base import (
     close_matches,
 )
 from metarl.envs.dynamics import HalfCheetahParams, HopperParams, Walker2dParams
+from metarl.envs.gym_family import GymTaskFamily, SamplerFamily
 from metarl.envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
 from metarl.envs.humanoid import HumanoidDir
+from metarl.envs.metaworld import ML1, ML10, ML45
 from metarl.envs.point2d import Point2DNav
 
 FAMILIES: dict[str, type[TaskFamily]] = {
@@ -53,15 +58,21 @@ FAMILIES: dict[str, type[TaskFamily]] = {
     )
 }
 
+GYM_FAMILIES: dict[str, type[TaskFamily]] = {cls.name: cls for cls in (ML1, ML10, ML45)}
+"""Families stepped through ``env.step`` (Meta-World); ``ML1`` takes its env: ``ML1-reach-v3``."""
+
 __all__ = [
     "FAMILIES",
+    "GYM_FAMILIES",
     "BatchStep",
     "BatchStepper",
     "FamilyTaskSampler",
+    "GymTaskFamily",
     "MetaEnv",
     "MujocoBatch",
     "MujocoTaskFamily",
     "ParamSpec",
+    "SamplerFamily",
     "TaskFamily",
     "Variant",
     "env_id",
@@ -70,13 +81,19 @@ __all__ = [
 
 
 def make_family(name: str, **kwargs: Any) -> TaskFamily:
-    """Build the family called ``name`` (``"HalfCheetahVel"``) with its options."""
-    if name not in FAMILIES:
-        raise ValueError(
-            f"unknown task family {name!r}; families are {sorted(FAMILIES)}."
-            + close_matches(name, list(FAMILIES))
-        )
-    return FAMILIES[name](**kwargs)
+    """Build the family called ``name`` (``"HalfCheetahVel"``, ``"ML1-reach-v3"``) with its
+    options."""
+    if name in FAMILIES:
+        return FAMILIES[name](**kwargs)
+    if name in GYM_FAMILIES and name != "ML1":
+        return GYM_FAMILIES[name](**kwargs)
+    if name.startswith("ML1-"):
+        return ML1.from_name(name, **kwargs)
+    names = [*FAMILIES, "ML1-<env>", "ML10", "ML45"]
+    raise ValueError(
+        f"unknown task family {name!r}; families are {sorted(FAMILIES)}, and Meta-World's "
+        "ML1-<env> (e.g. ML1-reach-v3), ML10 and ML45." + close_matches(name, names)
+    )
 
 
 def env_id(name: str) -> str:

@@ -60,7 +60,7 @@ def main(family: str, doc: str, argv: Sequence[str] | None = None) -> int:
         # The script fixes the family: a resumed run must be of it.
         given = given_settings(argv) | {"env"}
         run_dir = train(algo, run, config, iterations=iterations, given=given)
-    except (RunError, ValueError) as exc:
+    except (RunError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, TrainingError) else 2
     except (MemoryError, OSError, WorkerError, DivergedError) as exc:

@@ -25,12 +25,53 @@ from metarl.tasks import Task
 if TYPE_CHECKING:
     from metarl.sampling import EpisodeBatch, Sampler
 
-__all__ = ["RENAMED_SETTINGS", "AdaptedPolicy", "MetaAgent", "config_from_dict", "renamed_config"]
+__all__ = [
+    "RENAMED_SETTINGS",
+    "SUCCESS_KEY",
+    "AdaptedPolicy",
+    "MetaAgent",
+    "config_from_dict",
+    "renamed_config",
+    "success_metrics",
+    "success_rates",
+]
 
 RENAMED_SETTINGS = {"ppo_epochs": "update_epochs", "clip_value_loss": "clip_vloss"}
 """Config names of earlier versions -> today's (one name per concept across agents, as
 cleanrl spells them); the ``config.json`` of a run made before still loads, resumes and
 evaluates."""
+
+SUCCESS_KEY = "success"
+"""The env info key of task success (Meta-World's); a batch that carries it gets success rates."""
+
+
+def success_rates(batch: EpisodeBatch) -> torch.Tensor | None:
+    """``[B, episodes_per_trial]`` 1.0 where an episode succeeded at some step, 0.0 where it did
+    not (NaN: no step), or None when the batch carries no ``success`` info."""
+    if SUCCESS_KEY not in batch.info:
+        return None
+    best = batch.episode_info(SUCCESS_KEY)
+    return torch.where(torch.isnan(best), best, (best > 0).to(best.dtype))
+
+
+def success_metrics(
+    pre: EpisodeBatch,
+    post: EpisodeBatch,
+    pre_episode: int | None = None,
+    post_episode: int | None = None,
+) -> dict[str, float]:
+    """``meta/success_pre_adapt`` and ``meta/success_post_adapt``: the fraction of episodes of
+    ``pre`` and ``post`` that succeeded (``*_episode``: only that episode of each trial); {}
+    when the batches carry no ``success`` info."""
+    out: dict[str, float] = {}
+    for name, batch, episode in (("pre", pre, pre_episode), ("post", post, post_episode)):
+        rates = success_rates(batch)
+        if rates is None:
+            return {}
+        if episode is not None:
+            rates = rates[:, episode]
+        out[f"meta/success_{name}_adapt"] = float(rates.nanmean())
+    return out
 
 
 @dataclass
@@ -111,15 +152,31 @@ class MetaAgent(ABC):
         The meta-test protocol for gradient-based agents: sample ``episodes_per_step`` episodes
         per task with the current policy, record their mean return, adapt on them, repeat.
         ``step_sizes[s]`` (optional) is the step size of adaptation step ``s`` for agents whose
-        ``adapt`` takes an ``lr``. Recurrent agents override this (episode 1..K of a trial).
-        A task whose episodes diverged (non-finite actions, observations or rewards) is NaN
-        from that step on.
+        ``adapt`` takes an ``lr``. Recurrent agents override :meth:`adaptation_curves`
+        (episode 1..K of a trial). A task whose episodes diverged (non-finite actions,
+        observations or rewards) is NaN from that step on.
         """
+        return self.adaptation_curves(
+            sampler, tasks, num_steps, episodes_per_step, seed, step_sizes
+        )["return"]
+
+    def adaptation_curves(
+        self,
+        sampler: Sampler,
+        tasks: list[Task],
+        num_steps: int,
+        episodes_per_step: int,
+        seed: int,
+        step_sizes: list[float] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`adaptation_curve` as ``{"return": ...}``, with ``"success"`` (the fraction of
+        each task's episodes that succeeded, ``[num_steps + 1, K]``) where the env reports
+        success."""
         if num_steps < 0 or episodes_per_step < 1:
             raise ValueError("num_steps must be >= 0 and episodes_per_step >= 1")
         seeds = np.random.SeedSequence(seed).generate_state(num_steps + 1, dtype=np.uint64)
         policy = self.exploration_policy(len(tasks))
-        curve = []
+        curve, success = [], []
         # A task whose episodes diverged (NaN return) stays diverged: adapting on them
         # gives no policy worth scoring.
         diverged = np.zeros(len(tasks), dtype=bool)
@@ -135,12 +192,19 @@ class MetaAgent(ABC):
             means = batch.returns.reshape(len(tasks), episodes_per_step).mean(1).numpy()
             diverged |= ~np.isfinite(means)
             curve.append(np.where(diverged, np.nan, means))
+            rates = success_rates(batch)
+            if rates is not None:
+                rate = rates[:, 0].reshape(len(tasks), episodes_per_step).mean(1).numpy()
+                success.append(np.where(diverged, np.nan, rate))
             if step < num_steps:
                 if step_sizes is not None:
                     policy = self.adapt(policy, batch, lr=step_sizes[step])  # type: ignore[call-arg]
                 else:
                     policy = self.adapt(policy, batch)
-        return np.stack(curve).astype(np.float64)
+        out = {"return": np.stack(curve).astype(np.float64)}
+        if success:
+            out["success"] = np.stack(success).astype(np.float64)
+        return out
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

@@ -234,12 +234,20 @@ def parse_train_args(
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--env", default=env or RunArgs.env)
     pre.add_argument("--preset", default=RunArgs.preset)
+    pre.add_argument("--tasks", default=None)
     known, _ = pre.parse_known_args(argv)
     if env is not None and known.env != env:
         raise UsageError(
             f"this script trains {env}; for {known.env} use its own script or `metarl train`"
         )
-    make_family(known.env)  # an unknown family fails here, listing the valid ones
+    if known.tasks is not None:
+        # A factory that does not import or returns no sampler fails here, before any work.
+        from metarl.tasks import load_task_sampler
+        from metarl.train import sampler_name
+
+        known.env = sampler_name(load_task_sampler(known.tasks))
+    else:
+        make_family(known.env)  # an unknown family fails here, listing the valid ones
     config = agent_cls.preset(known.preset, known.env)  # type: ignore[attr-defined]
     extra = []
     if algo_flag:
@@ -250,7 +258,7 @@ def parse_train_args(
     cli_cls = dataclasses.make_dataclass(
         "TrainArgs", [("run", run_cls), ("config", config_cls)], frozen=True
     )
-    run_values = dataclasses.asdict(RunArgs(env=known.env, preset=known.preset))
+    run_values = dataclasses.asdict(RunArgs(env=known.env, preset=known.preset, tasks=known.tasks))
     if algo_flag:
         run_values["algo"] = algo
     default = cli_cls(
@@ -312,6 +320,9 @@ def _list(argv: Sequence[str]) -> int:
             for v, spec in cls.variants.items()
         )
         print(f"  {name:<18} variants: {variants}")
+    print("Meta-World (pip install 'metarl[metaworld]'; stepped through env.step, H=500):")
+    print("  ML1-<env>          one env, 50 train / 50 test goals (e.g. ML1-reach-v3, ML1-push-v3)")
+    print("  ML10, ML45         10 or 45 train envs, 5 held-out envs")
     print("algorithms and presets:")
     for name, agent_cls in agent_registry().items():
         presets = ", ".join(getattr(agent_cls, "PRESET_NAMES", ()))
@@ -460,6 +471,10 @@ def _eval(argv: Sequence[str]) -> int:
                 line += f"   sb3-ppo-scratch {base[s].mean:10.2f}"
             if result.reference is not None and s < len(result.reference.returns):
                 line += f"   published {result.reference.returns[s]:.1f}"
+            rates = result.success_summaries()
+            if rates:
+                rate = rates[s]
+                line += f"   success {rate.mean:.1%} [{rate.ci_low:.1%}, {rate.ci_high:.1%}]"
             print(line)
         print(f"  wrote {paths['csv']}, {paths['json']}, {png}")
     if figure is not None:

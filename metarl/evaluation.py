@@ -120,6 +120,9 @@ def load_run(
 ) -> LoadedRun:
     """Rebuild the agent and task family of a run folder from a checkpoint.
 
+    A run trained with ``--tasks module:callable`` gets its sampler built again, as a
+    :class:`~metarl.envs.SamplerFamily`.
+
     Args:
         path: the run folder (``runs/maml-trpo-HalfCheetahVel-...``).
         checkpoint: None for ``checkpoints/latest.pt``, an iteration number for
@@ -128,9 +131,9 @@ def load_run(
 
     Raises:
         RunError: a missing folder, a folder without config or checkpoint, one written by a
-            newer metarl, an unknown algorithm, or a checkpoint that does not fit the config.
+            newer metarl, an unknown algorithm, a checkpoint that does not fit the config, or
+            a custom sampler that was passed from Python (no ``--tasks``) or fails to build.
     """
-    from metarl.envs import make_family
     from metarl.train import agent_registry
 
     run_dir = Path(path)
@@ -147,15 +150,11 @@ def load_run(
         )
     agent_cls = registry[algo]
     fam = saved["family"]
-    if fam.get("custom"):
-        raise RunError(
-            f"{run_dir} was trained on a custom task sampler ({fam.get('name')!r}); the command "
-            "line knows only the built-in families: evaluate it from Python with the agent's "
-            "adaptation_curve and your sampler"
-        )
     try:
-        family = make_family(fam["name"], variant=fam.get("variant"), horizon=fam.get("horizon"))
+        family = _run_family(run_dir, fam)
         config = config_from_dict(agent_cls.config_cls, saved["config"])
+    except RunError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{run_dir}/config.json cannot be used: {exc}") from exc
     ckpt = _checkpoint_path(run_dir, checkpoint)
@@ -168,6 +167,27 @@ def load_run(
     except (KeyError, RuntimeError, ValueError) as exc:
         raise RunError(f"{ckpt} does not fit the run's {algo} config: {exc}") from exc
     return LoadedRun(run_dir, algo, agent, family, saved, ckpt, int(state["iteration"]))
+
+
+def _run_family(run_dir: Path, fam: dict[str, Any]) -> TaskFamily:
+    """The family a run trained on: a built-in one, or its ``--tasks`` sampler built again."""
+    from metarl.envs import SamplerFamily, make_family
+    from metarl.tasks import load_task_sampler
+
+    if not fam.get("custom"):
+        return make_family(fam["name"], variant=fam.get("variant"), horizon=fam.get("horizon"))
+    spec = fam.get("tasks")
+    if spec is None:
+        raise RunError(
+            f"{run_dir} was trained on a task sampler passed from Python ({fam.get('name')!r}) "
+            "and cannot be rebuilt; train with --tasks module:callable (RunArgs.tasks) so that "
+            "eval, render and --resume can"
+        )
+    try:
+        sampler = load_task_sampler(spec)
+    except ValueError as exc:
+        raise RunError(f"{run_dir} was trained on --tasks {spec}, which fails now: {exc}") from exc
+    return SamplerFamily(sampler, horizon=fam.get("horizon"), source=spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,6 +656,9 @@ class EvalResult:
         tasks: the held-out tasks.
         returns: ``[seeds, num_steps + 1, tasks]`` mean return per seed, step and task (NaN
             where the task's episodes diverged at that step or before).
+        success: ``[seeds, num_steps + 1, tasks]`` fraction of episodes that succeeded, where
+            the env reports success (Meta-World's ``info["success"]``), else None (NaN where
+            the task diverged).
         steps_per_step: env steps of adaptation budget per step and task.
         baseline: ``[baseline tasks, num_steps + 1]`` SB3 PPO returns, or None.
         baseline_tasks: the tasks the baseline learned.
@@ -657,6 +680,7 @@ class EvalResult:
     baseline: np.ndarray | None = None
     baseline_tasks: list[Task] = field(default_factory=list)
     reference: PublishedCurve | None = None
+    success: np.ndarray | None = None
 
     def step_label(self, step: int) -> str:
         """``"step 2"`` (gradient agents) or ``"episode 3"`` (RL^2)."""
@@ -674,6 +698,12 @@ class EvalResult:
             int(np.count_nonzero(~np.isfinite(self.returns[:, s, :])))
             for s in range(self.returns.shape[1])
         ]
+
+    def success_summaries(self) -> list[Summary]:
+        """Success rate per adaptation step, over tasks x seeds ([] without success info)."""
+        if self.success is None:
+            return []
+        return [summarize(self.success[:, s, :]) for s in range(self.success.shape[1])]
 
     def baseline_summaries(self) -> list[Summary]:
         """Per step, over the baseline's tasks ([] without a baseline)."""
@@ -693,6 +723,8 @@ class EvalResult:
         }
         rows = []
         curves: list[tuple[str, list[Summary]]] = [("agent", self.summaries())]
+        if self.success is not None:
+            curves.append(("agent-success-rate", self.success_summaries()))
         if self.baseline is not None:
             curves.append(("sb3-ppo-scratch", self.baseline_summaries()))
         for curve, summaries in curves:
@@ -749,6 +781,7 @@ class EvalResult:
             # Diverged values are null (JSON has no NaN); from_json reads them back as NaN.
             "returns": _nan_to_none(self.returns.tolist()),
             "diverged": self.diverged(),
+            "success": None if self.success is None else _nan_to_none(self.success.tolist()),
             "baseline": None
             if self.baseline is None
             else {
@@ -785,6 +818,9 @@ class EvalResult:
             baseline=None if base is None else np.asarray(base["returns"], dtype=np.float64),
             baseline_tasks=[] if base is None else [Task(t) for t in base["tasks"]],
             reference=None if ref is None else _published_from_json(ref),
+            success=None
+            if data.get("success") is None
+            else np.asarray(data["success"], dtype=np.float64),
         )
 
 
@@ -866,18 +902,19 @@ def evaluate_run(
     bar = _progress(progress, total, f"eval {run.name}")
     sampler = make_sampler(FamilyTaskSampler(family), agent.policy, backend, num_workers)
     try:
-        curves = []
+        curves, success = [], []
         for seed in protocol.seeds:
-            curves.append(
-                agent.adaptation_curve(
-                    sampler,
-                    tasks,
-                    protocol.num_steps,
-                    protocol.episodes_per_step,
-                    int(seed),
-                    step_sizes=step_sizes,
-                )
+            measured = agent.adaptation_curves(
+                sampler,
+                tasks,
+                protocol.num_steps,
+                protocol.episodes_per_step,
+                int(seed),
+                step_sizes=step_sizes,
             )
+            curves.append(measured["return"])
+            if "success" in measured:
+                success.append(measured["success"])
             if bar is not None:
                 bar.update(1)
     finally:
@@ -915,6 +952,7 @@ def evaluate_run(
         baseline=baseline,
         baseline_tasks=list(tasks[:baseline_tasks]),
         reference=published_reference(family.name, family.variant, family.horizon, protocol),
+        success=np.stack(success) if success else None,
     )
 
 

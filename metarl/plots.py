@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,11 @@ def plot_adaptation(
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"the figure is written as PNG: give a path ending in .png, got {path}")
-    fig, ax = plt.subplots(figsize=(7.0, 4.5), dpi=120)
+    with_success = any(r.success is not None for r in results)
+    if with_success:
+        fig, (ax, success_ax) = plt.subplots(1, 2, figsize=(12.0, 4.5), dpi=120)
+    else:
+        fig, ax = plt.subplots(figsize=(7.0, 4.5), dpi=120)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn_references: set[str] = set()
     drawn_baselines: set[tuple[object, ...]] = set()
@@ -119,9 +124,45 @@ def plot_adaptation(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    if with_success:
+        _plot_success(success_ax, results, colors, xlabel, max_step)
     fig.tight_layout()
     try:
         write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
     return path
+
+
+def _plot_success(
+    ax: Any, results: Sequence[EvalResult], colors: list[str], xlabel: str, max_step: int
+) -> None:
+    """The success rate per adaptation step with its 95% confidence band (runs that have it)."""
+    for i, result in enumerate(results):
+        summaries = result.success_summaries()
+        if not summaries:
+            continue
+        color = colors[i % len(colors)]
+        steps = np.arange(len(summaries))
+        ax.plot(
+            steps,
+            [s.mean for s in summaries],
+            "o-",
+            color=color,
+            label=f"{result.algo} ({result.run}, it {result.iteration})",
+        )
+        ax.fill_between(
+            steps,
+            [max(0.0, s.ci_low) for s in summaries],
+            [min(1.0, s.ci_high) for s in summaries],
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("success rate (95% CI over tasks x seeds)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(np.arange(max_step + 1))
+    ax.set_title("episodes that succeeded (info['success'] at any step)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")

@@ -40,6 +40,8 @@ __all__ = [
     "TaskSplit",
     "Uniform",
     "check_num_tasks",
+    "load_task_sampler",
+    "qualified_name",
 ]
 
 Scalar = bool | int | float | str
@@ -202,6 +204,13 @@ class Task(Mapping[str, TaskValue]):
         if not isinstance(data, dict):
             raise ValueError(f"a task's JSON is an object of parameters, got {text[:80]!r}")
         return cls(data)
+
+
+def qualified_name(cls: type) -> str:
+    """``module.Class`` (``float`` for builtins), as errors name a type."""
+    module = getattr(cls, "__module__", "")
+    name = getattr(cls, "__qualname__", cls.__name__)
+    return name if module in ("builtins", "") else f"{module}.{name}"
 
 
 def check_num_tasks(n: Any, who: str = "sample") -> int:
@@ -411,18 +420,36 @@ def _find_set_task(env: gym.Env) -> Callable[[Task], Any] | None:
 
 def _as_task_list(tasks: Any, n: int | None, who: str) -> list[Task]:
     if isinstance(tasks, Mapping) or not isinstance(tasks, Sequence):
-        raise TypeError(f"{who} must return a list of task mappings, got {type(tasks).__name__}")
+        raise TypeError(
+            f"{who} must return a list of task mappings, got {qualified_name(type(tasks))}"
+        )
     if n is not None and len(tasks) != n:
         raise ValueError(f"{who} was asked for {n} tasks and returned {len(tasks)}")
     out = []
     for i, task in enumerate(tasks):
         if not isinstance(task, Mapping):
             raise TypeError(
-                f"{who}: task {i} is a {type(task).__name__}; tasks are mappings of parameter "
-                "names to values (or metarl.Task)"
+                f"{who}: task {i} is a {qualified_name(type(task))}; tasks are mappings of "
+                "parameter names to values (or metarl.Task); opaque task objects go in "
+                "tasks=[...], where metarl refers to them by index"
             )
         out.append(task if isinstance(task, Task) else Task(task))
     return out
+
+
+def _sampler_name(name: str | None, env: Any, probe: gym.Env) -> str:
+    """The name a run gets from its sampler: ``name``, else the env id, the factory's name, or
+    (for a lambda) the env's class."""
+    if name is not None:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"a sampler's name is a non-empty string without '/', got {name!r}")
+        return name
+    if isinstance(env, str):
+        return env
+    factory = getattr(env, "__name__", "")
+    if factory and factory.isidentifier():
+        return factory
+    return type(probe.unwrapped).__name__
 
 
 class SetTaskEnvSampler:
@@ -431,33 +458,69 @@ class SetTaskEnvSampler:
     Args:
         env: a registered env id or a zero-argument factory returning a fresh env.
         tasks: a fixed list of tasks to draw from (without replacement when ``n`` is at most
-            its length, with replacement otherwise).
+            its length, with replacement otherwise). Mappings become :class:`Task`; a list of
+            other objects (opaque tasks, e.g. Meta-World's own ``Task``) is used as is: metarl
+            refers to task ``i`` as ``Task(index=i)`` and hands ``tasks[i]`` unchanged to
+            ``set_task``.
         sample_fn: ``sample_fn(n, rng) -> list of task mappings``; exactly one of ``tasks`` and
             ``sample_fn`` is given.
         env_kwargs: keyword arguments for ``gymnasium.make`` when ``env`` is an id.
+        name: names runs and results; default the env id, the factory's name, or for a
+            lambda the env's class.
+        info_keys: keys of the env's step ``info`` to keep in the batch (e.g. ``("success",)``);
+            they become metrics and meta-test curves.
+        max_envs: envs one sampler worker keeps at most (default
+            :data:`metarl.sampling.rollout.DEFAULT_MAX_ENVS`).
 
     The env is built once at construction to check that it has ``set_task`` and accepts a task.
+    Envs are reused across tasks: a new task goes to an env through ``set_task``.
     """
 
     def __init__(
         self,
         env: str | Callable[[], gym.Env],
         *,
-        tasks: Sequence[Mapping[str, Any]] | None = None,
+        tasks: Sequence[Any] | None = None,
         sample_fn: Callable[[int, np.random.Generator], Sequence[Mapping[str, Any]]] | None = None,
         env_kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        info_keys: Sequence[str] = (),
+        max_envs: int | None = None,
     ) -> None:
         who = "SetTaskEnvSampler"
         if (tasks is None) == (sample_fn is None):
             raise ValueError(f"{who}: give exactly one of tasks=[...] or sample_fn=f(n, rng)")
+        if isinstance(info_keys, str) or not all(isinstance(k, str) for k in info_keys):
+            raise TypeError(
+                f"{who}: info_keys is a sequence of info key strings, got {info_keys!r}"
+            )
+        if max_envs is not None and (
+            isinstance(max_envs, bool) or not isinstance(max_envs, int) or max_envs < 1
+        ):
+            raise ValueError(f"{who}: max_envs must be a positive int, got {max_envs!r}")
+        self.info_keys = tuple(info_keys)
+        self.max_envs = max_envs
         self._factory = _make_env_factory(env, env_kwargs, who)
-        self.name = env if isinstance(env, str) else getattr(env, "__name__", type(env).__name__)
         self._tasks: list[Task] | None = None
+        self._objects: list[Any] | None = None
         self._sample_fn = sample_fn
         if tasks is not None:
-            self._tasks = _as_task_list(tasks, None, f"{who}(tasks=...)")
-            if not self._tasks:
+            if isinstance(tasks, Mapping) or not isinstance(tasks, Sequence):
+                raise TypeError(f"{who}: tasks is a list, got {qualified_name(type(tasks))}")
+            if not tasks:
                 raise ValueError(f"{who}: the task list is empty")
+            if isinstance(tasks[0], Mapping):
+                self._tasks = _as_task_list(tasks, None, f"{who}(tasks=...)")
+            else:
+                self._objects = list(tasks)
+                for i, obj in enumerate(self._objects):
+                    if isinstance(obj, Mapping):
+                        raise TypeError(
+                            f"{who}(tasks=...): task {i} is a mapping while task 0 is a "
+                            f"{qualified_name(type(self._objects[0]))}; give all tasks as "
+                            "mappings, or all as opaque objects"
+                        )
+                self._tasks = [Task(index=i) for i in range(len(self._objects))]
             probe = self._tasks[0]
         else:
             assert sample_fn is not None
@@ -467,25 +530,41 @@ class SetTaskEnvSampler:
         probe_env = self._factory()
         if not isinstance(probe_env, gym.Env):
             raise TypeError(
-                f"{who}: the factory returned {type(probe_env).__name__}, not a gymnasium.Env"
+                f"{who}: the factory returned {qualified_name(type(probe_env))}, not a "
+                "gymnasium.Env"
             )
         try:
             if _find_set_task(probe_env) is None:
                 raise TypeError(
-                    f"{who}: {type(probe_env.unwrapped).__name__} has no set_task(task) method; "
-                    "use GymKwargsTaskSampler for envs whose task is a set of make() kwargs"
+                    f"{who}: {qualified_name(type(probe_env.unwrapped))} has no set_task(task) "
+                    "method; use GymKwargsTaskSampler for envs whose task is a set of make() "
+                    "kwargs"
                 )
+            self.name = _sampler_name(name, env, probe_env)
             self.observation_space = probe_env.observation_space
             self.action_space = probe_env.action_space
             self._apply(probe_env, probe)
         finally:
             probe_env.close()
 
+    def _given(self, task: Task) -> Any:
+        """What ``set_task`` receives for ``task``: the opaque object it indexes, or the task."""
+        if self._objects is None:
+            return task
+        index = task.get("index") if set(task) == {"index"} else None
+        if not isinstance(index, int) or not 0 <= index < len(self._objects):
+            raise ValueError(
+                f"{self.name}: its tasks are opaque objects referred to as Task(index=i) with "
+                f"0 <= i < {len(self._objects)}; got {task}"
+            )
+        return self._objects[index]
+
     def _apply(self, env: gym.Env, task: Task) -> None:
         set_task = _find_set_task(env)
         assert set_task is not None
+        given = self._given(task)
         try:
-            set_task(task)
+            set_task(given)
         except Exception as exc:
             raise ValueError(
                 f"{type(env.unwrapped).__name__}.set_task rejected {task}: {exc}"
@@ -500,12 +579,26 @@ class SetTaskEnvSampler:
         assert self._sample_fn is not None
         return _as_task_list(self._sample_fn(n, rng), n, "sample_fn")
 
+    @property
+    def tasks(self) -> list[Task] | None:
+        """The fixed task list (opaque tasks as ``Task(index=i)``), or None with a sample_fn."""
+        return None if self._tasks is None else list(self._tasks)
+
+    def task_object(self, task: Mapping[str, Any]) -> Any:
+        """The object ``set_task`` receives for ``task`` (the opaque task it indexes)."""
+        return self._given(task if isinstance(task, Task) else Task(task))
+
     def make_env(self, task: Task | None = None) -> gym.Env:
         route_mujoco_warnings()  # no MuJoCo compile notices on stdout or in MUJOCO_LOG.TXT
         env = self._factory()
         if task is not None:
             self._apply(env, task if isinstance(task, Task) else Task(task))
         return env
+
+    def retask(self, env: gym.Env, task: Task) -> bool:
+        """Give an env of this sampler a new task in place (``set_task``); always True."""
+        self._apply(env, task)
+        return True
 
 
 class GymKwargsTaskSampler:
@@ -522,6 +615,7 @@ class GymKwargsTaskSampler:
         distributions: keyword name -> a :class:`Distribution` (``Uniform``, ``LogUniform``,
             ``Choice`` or any ``f(rng) -> value``), drawn in the given order.
         fixed_kwargs: keyword arguments passed unchanged to every ``make``.
+        name: names runs and results; default the env id.
 
     One env is built at construction with a drawn task, so an unknown keyword fails at once.
     """
@@ -531,6 +625,7 @@ class GymKwargsTaskSampler:
         env_id: str,
         distributions: Mapping[str, Distribution],
         fixed_kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
     ) -> None:
         who = "GymKwargsTaskSampler"
         if not isinstance(env_id, str):
@@ -545,7 +640,9 @@ class GymKwargsTaskSampler:
                     f"(Uniform, LogUniform, Choice, ...), got {dist!r}"
                 )
         self.env_id = env_id
-        self.name = env_id
+        self.name = env_id if name is None else name
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"{who}: name is a non-empty string, got {name!r}")
         self.distributions = dict(distributions)
         self.fixed_kwargs = dict(fixed_kwargs or {})
         clash = set(self.fixed_kwargs) & set(self.distributions)
@@ -580,3 +677,54 @@ class GymKwargsTaskSampler:
             raise ValueError(
                 f"gymnasium.make({self.env_id!r}) rejected the task kwargs {sorted(kwargs)}: {exc}"
             ) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# A sampler named on the command line
+# --------------------------------------------------------------------------------------------
+
+
+def load_task_sampler(spec: str) -> TaskSampler:
+    """Call the factory ``"module:callable"`` (importable from the current folder or the
+    Python path) and return the task sampler it builds.
+
+    Raises:
+        ValueError: a malformed spec, a module that does not import, a missing or
+            non-callable attribute, or a result that is not a task sampler (one line each).
+    """
+    import importlib
+    import os
+    import sys
+
+    module_name, sep, attr = str(spec).partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(
+            f"--tasks {spec!r} must be module:callable (e.g. my_tasks:make_sampler), a factory "
+            "that returns a task sampler"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ValueError(
+            f"--tasks {spec}: module {module_name!r} does not import ({type(exc).__name__}: {exc})"
+        ) from exc
+    factory: Any = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise ValueError(f"--tasks {spec}: module {module_name!r} has no {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ValueError(
+            f"--tasks {spec}: {attr} is a {qualified_name(type(factory))}, not a callable factory"
+        )
+    sampler = factory()
+    if not (
+        callable(getattr(sampler, "sample", None)) and callable(getattr(sampler, "make_env", None))
+    ):
+        raise ValueError(
+            f"--tasks {spec}: {attr}() returned a {qualified_name(type(sampler))}, not a task "
+            "sampler with sample(n, rng) and make_env(task)"
+        )
+    return sampler

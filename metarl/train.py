@@ -9,6 +9,7 @@ the sampler holds none of its own (its seeds come from the run's generator).
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 import time
 from collections.abc import Collection, Mapping
@@ -46,7 +47,7 @@ from metarl.runs import (
     save_checkpoint,
     to_jsonable,
 )
-from metarl.tasks import TaskSampler
+from metarl.tasks import TaskSampler, load_task_sampler
 
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
@@ -60,6 +61,9 @@ class RunArgs:
 
     env: str = "HalfCheetahVel"
     """Task family (see `metarl list`)."""
+    tasks: str | None = None
+    """A task sampler to train on instead of a family: module:callable, an importable factory
+    that returns one (saved with the run, so eval, render and --resume build it again)."""
     variant: str | None = None
     """Family variant (e.g. maml, pearl); None: the family's default."""
     horizon: int | None = None
@@ -215,12 +219,20 @@ def _task_source(run: RunArgs, task_sampler: TaskSampler | None) -> tuple[Any, d
             "task_sampler must have sample(n, rng) and make_env(task) (metarl.tasks.TaskSampler), "
             f"got {type(task_sampler).__name__}"
         )
-    name = str(getattr(task_sampler, "name", type(task_sampler).__name__))
+    name = sampler_name(task_sampler)
     if run.env != name:
         raise ValueError(
             f"with a custom task sampler, RunArgs.env names it: pass env={name!r} (got {run.env!r})"
         )
-    return task_sampler, {"name": name, "custom": True, "horizon": run.horizon}
+    described = {"name": name, "custom": True, "horizon": run.horizon}
+    if run.tasks is not None:
+        described["tasks"] = run.tasks
+    return task_sampler, described
+
+
+def sampler_name(task_sampler: Any) -> str:
+    """The name a run gets from its task sampler (its ``name``, else its class)."""
+    return str(getattr(task_sampler, "name", None) or type(task_sampler).__name__)
 
 
 def train(
@@ -256,6 +268,10 @@ def train(
     changes: dict[str, Any] = {}
     if run.resume is not None:
         run, config, changes = _resolve_resume(algo, run, config, set(given))
+    if run.tasks is not None and task_sampler is None:
+        task_sampler = load_task_sampler(run.tasks)
+        if run.env == RunArgs.env:
+            run = replace(run, env=sampler_name(task_sampler))
     if iterations is not None and iterations != config.iterations:
         changes["iterations"] = (config.iterations, int(iterations))
         config = replace(config, iterations=int(iterations))
@@ -292,6 +308,7 @@ def _train(
     rng = np.random.default_rng(run.seed)
     start = 0
     lock: RunLock | None = None
+    existed = False
     try:
         if run.resume is not None:
             run_dir = Path(run.resume)
@@ -316,6 +333,9 @@ def _train(
                 # command starts it again, unless its trainer is still alive.
                 RunLock(run_dir).release()
                 _remove_run_dir(run_dir)
+            # A folder the user made for the run (it must be empty) is emptied, never removed,
+            # if the run fails before it completes anything.
+            existed = Path(run_dir).is_dir()
             create_run_dir(
                 run_dir,
                 {"algo": algo, "run": asdict(run), "config": asdict(config), "family": described},
@@ -333,7 +353,7 @@ def _train(
                 f"continue with --resume {run.resume} once that is fixed"
             ) from exc
         if isinstance(exc, MemoryError | OSError) and lock is not None:
-            _remove_run_dir(run_dir)  # a new run that could not start: nothing to keep
+            _remove_run_dir(run_dir, keep_folder=existed)  # could not start: nothing to keep
             raise TrainingError(
                 f"cannot start the run: {one_line(exc)}; {run_dir} was removed, run the "
                 "same command again once that is fixed"
@@ -379,7 +399,16 @@ def _train(
             bar = None
         logger.close()
         sampler.close()
-        _stop(exc, run_dir, last, saved, running, fresh=run.resume is None, config=config)
+        _stop(
+            exc,
+            run_dir,
+            last,
+            saved,
+            running,
+            fresh=run.resume is None,
+            config=config,
+            keep_folder=existed,
+        )
         raise
     finally:
         if bar is not None:
@@ -440,6 +469,7 @@ def _stop(
     *,
     fresh: bool,
     config: Any,
+    keep_folder: bool = False,
 ) -> None:
     """Keep what a failed or interrupted run completed; raise (or print) one line about it.
 
@@ -464,8 +494,9 @@ def _stop(
         where = f"{ckpt} keeps iteration {saved}"
         again = f"continue with --resume {run_dir}"
     else:
-        _remove_run_dir(run_dir)
-        where = f"nothing was completed, so {run_dir} was removed"
+        _remove_run_dir(run_dir, keep_folder=keep_folder)
+        what = "emptied" if keep_folder else "removed"
+        where = f"nothing was completed, so {run_dir} was {what}"
         again = "run the same command again"
     if save_error is not None:
         where = f"saving iteration {done} failed too ({one_line(save_error)}); {where}"
@@ -503,15 +534,17 @@ def _never_started(run_dir: Path) -> bool:
     return not ckpt.exists() or not any(ckpt.glob("*.pt"))
 
 
-def _remove_run_dir(run_dir: Path) -> None:
-    """Remove what a new run wrote (the folder too, unless it held something else)."""
-    import shutil
+def _remove_run_dir(run_dir: Path, keep_folder: bool = False) -> None:
+    """Remove what a new run wrote (the folder too, unless it held something else or
+    ``keep_folder``: the user made it for the run)."""
 
     run_dir = Path(run_dir)
     for name in (CONFIG_FILE, METRICS_FILE, LOCK_FILE):
         (run_dir / name).unlink(missing_ok=True)
     for name in (CHECKPOINT_DIR, "tb"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
+    if keep_folder:
+        return
     try:
         run_dir.rmdir()
     except OSError:

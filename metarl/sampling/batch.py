@@ -7,6 +7,7 @@ so the columns of one task are a contiguous slice and ``[T, K, E, ...]`` reshape
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,8 @@ class EpisodeBatch:
         num_tasks: ``K``.
         episodes_per_task: ``E``, columns per task (trials per task in trial mode).
         episodes_per_trial: episodes per column (1 outside trial mode).
+        info: ``[T, B]`` float32 per-step env ``info`` values of the keys the sampler (or
+            family) names in ``info_keys``, e.g. Meta-World's ``success``; 0 where not valid.
     """
 
     obs: Tensor
@@ -135,6 +138,7 @@ class EpisodeBatch:
     num_tasks: int = 0
     episodes_per_task: int = 0
     episodes_per_trial: int = 1
+    info: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Batches built by hand (tests, tools) may leave it out: no column diverged.
@@ -193,7 +197,30 @@ class EpisodeBatch:
             num_tasks=1,
             episodes_per_task=self.episodes_per_task,
             episodes_per_trial=self.episodes_per_trial,
+            info={key: v[:, cols] for key, v in self.info.items()},
         )
+
+    def episode_info(self, key: str) -> Tensor:
+        """``[B, episodes_per_trial]`` float32: the largest value of info ``key`` over each
+        episode's steps (for Meta-World's ``success``: 1 where the episode succeeded at any
+        step); NaN for an episode with no valid step.
+
+        Raises:
+            KeyError: ``key`` is not in :attr:`info`, naming the keys that are.
+        """
+        if key not in self.info:
+            raise KeyError(
+                f"the batch carries no info {key!r}; it has {sorted(self.info)} (a sampler "
+                "names the info keys to keep in its info_keys)"
+            )
+        value = self.info[key]
+        out = torch.full((self.batch_size, self.episodes_per_trial), math.nan, device=value.device)
+        low = torch.tensor(-math.inf, device=value.device)
+        for m in range(self.episodes_per_trial):
+            steps = self.valid & (self.episode_id == m)
+            best = torch.where(steps, value, low).max(dim=0).values
+            out[:, m] = torch.where(steps.any(dim=0), best, out[:, m])
+        return out
 
     def by_task(self, name: str) -> Tensor:
         """Field ``name`` as ``[T, K, E, ...]`` (time-major) or ``[K, E, ...]`` (a view)."""
@@ -241,4 +268,5 @@ class EpisodeBatch:
             name: moved[start : start + size].view(dtype).view(shape)
             for name, start, size, dtype, shape in layout
         }
-        return dataclasses.replace(self, **values)  # type: ignore[arg-type]
+        info = {key: v.to(device, non_blocking=non_blocking) for key, v in self.info.items()}
+        return dataclasses.replace(self, **values, info=info)  # type: ignore[arg-type]

@@ -23,8 +23,8 @@ from torch import nn
 from metarl.envs.base import FamilyTaskSampler, TaskFamily
 from metarl.sampling.batch import EpisodeBatch
 from metarl.sampling.policy_step import check_policy, prepare_params
-from metarl.sampling.rollout import EnvSource, Job, RolloutWorker, env_spaces
-from metarl.tasks import Task, TaskSampler
+from metarl.sampling.rollout import INFO_PREFIX, EnvSource, Job, RolloutWorker, env_spaces
+from metarl.tasks import Task, TaskSampler, qualified_name
 
 __all__ = ["DivergedError", "InlineSampler", "Sampler", "WorkerError", "resolve_source"]
 
@@ -133,6 +133,8 @@ class Sampler(ABC):
     def _default_horizon(self) -> int:
         if isinstance(self.source, TaskFamily):
             return self.source.horizon
+        if isinstance(getattr(self.source, "horizon", None), int):
+            return int(self.source.horizon)  # type: ignore[union-attr]
         env = self.source.make_env(None)
         try:
             steps = env.spec.max_episode_steps if env.spec is not None else None
@@ -208,7 +210,10 @@ class Sampler(ABC):
 
     def _check_task(self, i: int, task: Mapping[str, Any]) -> Task:
         if not isinstance(task, Mapping):
-            raise ValueError(f"task {i} is a {type(task).__name__}, not a mapping of parameters")
+            raise ValueError(
+                f"task {i} is a {qualified_name(type(task))}, not a mapping of parameters (a "
+                "sampler's opaque task objects travel as their index: pass the sampler's tasks)"
+            )
         if isinstance(self.source, TaskFamily):
             return self.source.validate_task(task)
         return task if isinstance(task, Task) else Task(task)
@@ -256,10 +261,20 @@ class Sampler(ABC):
                 )
             }
         )
+        info = {
+            key.removeprefix(INFO_PREFIX): join(key, 1)
+            for key in results[0]
+            if key.startswith(INFO_PREFIX)
+        }
         values["task_index"] = torch.arange(K).repeat_interleave(E)
         values["episode_index"] = torch.arange(E).repeat(K)
         return EpisodeBatch(
-            **values, tasks=list(tasks), num_tasks=K, episodes_per_task=E, episodes_per_trial=M
+            **values,
+            tasks=list(tasks),
+            num_tasks=K,
+            episodes_per_task=E,
+            episodes_per_trial=M,
+            info=info,
         )
 
     # -- lifetime ----------------------------------------------------------------------------

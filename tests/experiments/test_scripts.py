@@ -18,7 +18,7 @@ from metarl.runs import latest_checkpoint, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
-SCRIPTS = sorted(p for p in EXPERIMENTS.glob("*.py") if not p.name.startswith("_"))
+ALL_SCRIPTS = sorted(p for p in EXPERIMENTS.glob("*.py") if not p.name.startswith("_"))
 
 TINY = {
     "maml-trpo": ["--meta-batch-size", "2", "--episodes-per-task", "1", "--hidden-sizes", "8"],
@@ -55,6 +55,10 @@ def family_of(script: Path) -> str:
         if line.startswith("FAMILY = "):
             return line.split('"')[1]
     raise AssertionError(f"{script.name} does not set FAMILY")
+
+
+SCRIPTS = [p for p in ALL_SCRIPTS if family_of(p) in FAMILIES]
+"""The built-in MuJoCo families' scripts (Meta-World's runs in tests/metaworld)."""
 
 
 def run_script(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
