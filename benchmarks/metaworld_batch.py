@@ -2,19 +2,20 @@
 
 (Not ``benchmarks/metaworld.py``: run as a script, that name would shadow the metaworld package.)
 
-Samples ``--tasks`` ML1 tasks x ``--episodes`` episodes of ``--env`` (default 40 x 20 of
-``reach-v3``, H = 500, the MAML-TRPO meta-batch) with the processes backend on ``--workers``
-workers, then runs the same envs in a plain loop in as many processes at once: per worker the
-same pool (``max_envs`` envs), each wave's tasks set with ``set_task``, reset, and ``H`` calls of
-``env.step`` with pre-drawn actions, no policy and no bookkeeping. Memory is the peak resident
-set (``VmHWM``) of the parent plus every worker. Speed is given per wall-clock second and per
-CPU second (the sampler's: its workers' and the parent's CPU time during the batch), which a
-machine shared with other jobs disturbs far less. Needs ``metarl[metaworld]``.
+Samples ``--meta-batch-size`` ML1 tasks x ``--episodes-per-task`` episodes of ``--env`` (default
+40 x 20 of ``reach-v3``, H = 500, the MAML-TRPO meta-batch) with the processes backend on
+``--num-workers`` workers, then runs the same envs in a plain loop in as many processes at once:
+per worker the same pool (``max_envs`` envs), each wave's tasks set with ``set_task``, reset,
+and ``H`` calls of ``env.step`` with pre-drawn actions, no policy and no bookkeeping. Memory is
+the peak resident set (``VmHWM``) of the parent plus every worker. Speed is given per wall-clock
+second and per CPU second (the sampler's: its workers' and the parent's CPU time during the
+batch), which a machine shared with other jobs disturbs far less. Needs ``metarl[metaworld]``.
 
 Usage::
 
     python benchmarks/metaworld_batch.py                      # 40 x 20, H = 500, 2 workers
-    python benchmarks/metaworld_batch.py --tasks 4 --episodes 5 --horizon 100   # a quick look
+    python benchmarks/metaworld_batch.py --meta-batch-size 4 --episodes-per-task 5 \
+        --horizon 100                                           # a quick look
     python benchmarks/metaworld_batch.py --json figures.json
 """
 
@@ -84,10 +85,10 @@ def plain_loop(args: tuple[str, int, list[Any], int, int, int]) -> tuple[int, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="reach-v3", help="the ML1 env")
-    parser.add_argument("--tasks", type=int, default=40)
-    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--meta-batch-size", type=int, default=40, help="tasks in the batch")
+    parser.add_argument("--episodes-per-task", type=int, default=20)
     parser.add_argument("--horizon", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--max-envs", type=int, help="env pool per worker (default: the family's)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
@@ -97,19 +98,20 @@ def main() -> None:
     if args.max_envs is not None:
         family.max_envs = args.max_envs
     max_envs = int(family.max_envs or 40)
-    tasks = family.sample_tasks(args.tasks, np.random.default_rng(0))
+    tasks = family.sample_tasks(args.meta_batch_size, np.random.default_rng(0))
     policy = GaussianMLPPolicy(39, 4, hidden_sizes=(100, 100), activation="relu")
     torch.set_num_threads(1)
     print(
-        f"{name}: {args.tasks} tasks x {args.episodes} episodes, H = {args.horizon}, "
-        f"{args.workers} workers, pool of {max_envs} envs per worker"
+        f"{name}: {args.meta_batch_size} tasks x {args.episodes_per_task} episodes, "
+        f"H = {args.horizon}, "
+        f"{args.num_workers} workers, pool of {max_envs} envs per worker"
     )
 
-    with ProcessSampler(family, policy, num_workers=args.workers, timeout=3600) as sampler:
+    with ProcessSampler(family, policy, num_workers=args.num_workers, timeout=3600) as sampler:
         pids: list[int | str] = ["self", *sampler.pids]
         cpu0 = sum(cpu_seconds(pid) for pid in pids)
         start = time.perf_counter()
-        batch = sampler.sample(tasks, args.episodes, seed=0)
+        batch = sampler.sample(tasks, args.episodes_per_task, seed=0)
         seconds = time.perf_counter() - start
         cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
         peaks = [peak_rss_mib(pid) for pid in pids]
@@ -122,8 +124,8 @@ def main() -> None:
     )
 
     shares = [
-        (name, args.horizon, tasks[a:b], args.episodes, max_envs, i)
-        for i, (a, b) in enumerate(split_tasks(args.tasks, args.workers))
+        (name, args.horizon, tasks[a:b], args.episodes_per_task, max_envs, i)
+        for i, (a, b) in enumerate(split_tasks(args.meta_batch_size, args.num_workers))
     ]
     with mp.get_context("spawn").Pool(len(shares)) as pool:
         start = time.perf_counter()
@@ -146,10 +148,10 @@ def main() -> None:
     if args.json:
         record = {
             "env": name,
-            "tasks": args.tasks,
-            "episodes": args.episodes,
+            "tasks": args.meta_batch_size,
+            "episodes": args.episodes_per_task,
             "horizon": args.horizon,
-            "workers": args.workers,
+            "workers": args.num_workers,
             "max_envs": max_envs,
             "sampler_steps_per_s": sampler_sps,
             "sampler_steps_per_cpu_s": sampler_cpu_sps,

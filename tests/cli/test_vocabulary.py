@@ -17,7 +17,7 @@ from metarl.cli import RENAMED_FLAGS, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 ALGOS = ["maml-trpo", "reptile-ppo", "rl2-ppo"]
-BENCHMARKS = ["maml_trpo", "reptile_ppo", "rl2_ppo", "sampler"]
+BENCHMARKS = ["maml_trpo", "reptile_ppo", "rl2_ppo", "sampler", "metaworld_batch"]
 
 CONCEPTS = {
     "adaptation steps": {"--num-adapt-steps", "--num-steps", "--adapt-steps", "--inner-steps"},

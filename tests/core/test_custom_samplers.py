@@ -56,7 +56,7 @@ def not_a_sampler():
 
 TRAIN = [
     "--iterations", "1", "--meta-batch-size", "2", "--episodes-per-task", "2",
-    "--hidden-sizes", "8", "--horizon", "10", "--progress", "False",
+    "--hidden-sizes", "8", "--horizon", "10", "--no-progress",
 ]  # fmt: skip
 
 
@@ -83,14 +83,14 @@ def test_a_tasks_run_trains_evaluates_renders_and_resumes(
 
     run = load_run(run_dir)
     assert run.family.name == "WeightedCheetah" and run.family.horizon == 10
-    eval_args = ["--num-tasks", "2", "--num-steps", "1", "--episodes-per-step", "2"]
+    eval_args = ["--num-tasks", "2", "--num-adapt-steps", "1", "--episodes-per-step", "2"]
     eval_args += ["--seeds", "0", "--no-baseline", "--no-progress"]
     assert main(["eval", str(run_dir), *eval_args]) == 0
     rows = list(csv.DictReader((run_dir / "eval" / "custom.csv").open()))
     assert [r["step"] for r in rows] == ["0", "1"]
 
     video = tmp_path / "adapt.mp4"
-    render_args = ["--num-steps", "1", "--episodes-per-step", "2", "--width", "32"]
+    render_args = ["--num-adapt-steps", "1", "--episodes-per-step", "2", "--width", "32"]
     render_args += ["--height", "32", "--no-progress", "--out", str(video)]
     assert main(["render", str(run_dir), *render_args]) == 0
     reader = imageio.get_reader(video, format="FFMPEG")
@@ -102,7 +102,7 @@ def test_a_tasks_run_trains_evaluates_renders_and_resumes(
     assert frames.shape[0] == 10 and frames.shape[2:] == (64, 3) and frames.std() > 0
 
     resume = ["train", "maml-trpo", "--resume", str(run_dir), "--iterations", "2"]
-    assert main([*resume, "--progress", "False"]) == 0
+    assert main([*resume, "--no-progress"]) == 0
     with (run_dir / "metrics.csv").open() as f:
         assert [r["iteration"] for r in csv.DictReader(f)] == ["0", "1"]
 

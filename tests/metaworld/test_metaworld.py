@@ -166,7 +166,7 @@ def test_the_ml1_script_trains_end_to_end(tmp_path: Path) -> None:
     tiny = ["--meta-batch-size", "2", "--episodes-per-task", "1", "--hidden-sizes", "8"]
     proc = subprocess.run(
         [sys.executable, str(root / "experiments" / "metaworld_ml1.py"), "--env", "ML1-push-v3",
-         "--iterations", "1", "--horizon", "4", "--run-dir", str(run_dir), "--progress", "False",
+         "--iterations", "1", "--horizon", "4", "--run-dir", str(run_dir), "--no-progress",
          *tiny],
         capture_output=True, text=True, cwd=root, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
