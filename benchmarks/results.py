@@ -739,7 +739,7 @@ def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], ste
         values = [s.step_values() or [] for s in finished]
         k = min(len(v) for v in values)
         arr = np.array([v[:k] for v in values])
-        steps = np.arange(k) + (1 if finished[0].eval and finished[0].eval["recurrent"] else 0)
+        steps = np.arange(k)  # RL^2's episode s + 1 of a trial: after s episodes of the task
         mean = arr.mean(0)
         if len(arr) > 1:
             intervals = np.array([_t_interval(arr[:, s])[1:] for s in range(k)])
@@ -752,7 +752,7 @@ def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], ste
             pub = ref["returns"][:k]
             ax.plot(range(len(pub)), pub, "kx", markersize=9, label="published (MAML-TRPO)")
             published_drawn = True
-    ax.set_xlabel("adaptation step (RL^2: episode of a trial)")
+    ax.set_xlabel("adaptation step s (RL^2: episode s + 1 of a trial)")
     ax.set_ylabel("meta-test return, held-out tasks")
     ax.set_title(title, fontsize=10)
     if ax.get_legend_handles_labels()[0]:
