@@ -652,6 +652,7 @@ def _cell_section(cell: Cell, seeds: dict[int, SeedResult]) -> list[str]:
     values = [f.step_values() or [] for f in finished]
     num_steps = min(len(v) for v in values)
     head = ["episode" if recurrent else "step", "mean [95% CI over seeds]"]
+    head.append("gain over " + ("episode 1" if recurrent else "step 0") + " [95% CI]")
     head += [f"seed {f.seed}" for f in finished]
     if ref is not None:
         head.append("published (Finn et al. 2017)")
@@ -660,7 +661,12 @@ def _cell_section(cell: Cell, seeds: dict[int, SeedResult]) -> list[str]:
         col = [v[s] for v in values]
         mean, lo, hi = _t_interval(col)
         interval = f"{mean:.1f} [{lo:.1f}, {hi:.1f}]" if len(col) > 1 else f"{mean:.1f}"
-        row = [str(s + 1) if recurrent else str(s), interval, *(f"{v:.1f}" for v in col)]
+        # Paired over seeds: each seed's own gain, so that seed-to-seed offsets cancel.
+        gain = ""
+        if s > 0:
+            g, g_lo, g_hi = _t_interval([v[s] - v[0] for v in values])
+            gain = f"{g:+.1f} [{g_lo:+.1f}, {g_hi:+.1f}]" if len(col) > 1 else f"{g:+.1f}"
+        row = [str(s + 1) if recurrent else str(s), interval, gain, *(f"{v:.1f}" for v in col)]
         if ref is not None:
             published = ref["returns"]
             row.append(f"{published[s]:.1f}" if s < len(published) else "")

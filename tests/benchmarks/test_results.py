@@ -252,7 +252,11 @@ def test_report_tables_figures_published_and_missing_seeds(tmp_path: Path) -> No
     assert "## Fixture group" in text
     # Mean over the two seeds and its Student-t interval (one degree of freedom).
     half = student_t_quantile(0.975, 1) * np.std([-12.0, -10.0], ddof=1) / np.sqrt(2)
-    assert f"| 1 | -11.0 [{-11.0 - half:.1f}, {-11.0 + half:.1f}] | -12.0 | -10.0 | -11.7 |" in text
+    # The gain over step 0 is paired: seed 0 gains 28, seed 1 gains 28, so no spread.
+    assert (
+        f"| 1 | -11.0 [{-11.0 - half:.1f}, {-11.0 + half:.1f}] | +28.0 [+28.0, +28.0] "
+        "| -12.0 | -10.0 | -11.7 |"
+    ) in text
     assert "| 0 | -39.0" in text and "| -40.4 |" in text  # the published column
     assert "seed 2 missing" in text
     assert "seed 5 unfinished (2/4 iterations)" in text
