@@ -117,9 +117,15 @@ class _DyingBatch(Point2DBatch):
     def step(self, actions: Any, indices: Any = None) -> BatchStep:
         self.family.calls += 1
         marker = Path(self.family.marker)
-        if self.family.calls >= self.family.die_at and marker.exists():
-            marker.unlink()  # once: the resumed run's workers live on
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.family.calls >= self.family.die_at:
+            try:
+                # Once, by the one worker that removes the marker (both reach this step at
+                # once): the other worker and the resumed run's workers live on.
+                marker.unlink()
+            except FileNotFoundError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
         return super().step(actions, indices)
 
 
