@@ -301,10 +301,16 @@ def _read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def portable(text: str) -> str:
+    """``text`` with this checkout's absolute path made relative to it: committed files name
+    ``runs/results/...``, never a folder of the machine that wrote them."""
+    return text.replace(str(ROOT) + os.sep, "")
+
+
 def _atomic_write(path: Path, text: str) -> None:
     from metarl.evaluation import write_atomically
 
-    write_atomically(path, lambda tmp: tmp.write_text(text))
+    write_atomically(path, lambda tmp: tmp.write_text(portable(text)))
 
 
 def _train_argv(cell: Cell, seed: int, run_dir: Path, total: int, progress: bool) -> list[str]:

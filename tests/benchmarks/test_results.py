@@ -128,6 +128,12 @@ def test_run_trains_evaluates_and_writes_the_result_files(tmp_path: Path) -> Non
     assert (out / "metrics.csv").read_text() == before
 
 
+def test_committed_files_name_no_folder_of_this_machine() -> None:
+    here = f"{R.ROOT}/runs/results/c/seed-0"
+    assert R.portable(f'{{"run_dir": "{here}"}}') == '{"run_dir": "runs/results/c/seed-0"}'
+    assert R.portable("/elsewhere/runs") == "/elsewhere/runs"
+
+
 def test_a_folder_without_checkpoint_is_started_again(tmp_path: Path) -> None:
     dead = tmp_path / "runs" / "tiny-maml" / "seed-0"
     dead.mkdir(parents=True)
