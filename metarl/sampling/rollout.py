@@ -31,6 +31,7 @@ from torch import nn
 
 from metarl.envs.base import BatchStep, TaskFamily
 from metarl.sampling.batch import (
+    _TIME_FIELDS,
     NONFINITE_ACTIONS,
     NONFINITE_OBSERVATIONS,
     NONFINITE_REWARDS,
@@ -47,19 +48,7 @@ DEFAULT_MAX_ENVS = 40
 env is about 20 MiB: 40 of them stay within a GB per worker)."""
 # Result keys with a leading time axis (the rest lead with the column axis); env info values
 # travel as "info/<key>", time-major.
-_TIME_KEYS = frozenset(
-    (
-        "obs",
-        "actions",
-        "rewards",
-        "log_probs",
-        "terminated",
-        "truncated",
-        "valid",
-        "episode_id",
-        "episode_start",
-    )
-)
+_TIME_KEYS = frozenset(_TIME_FIELDS)
 INFO_PREFIX = "info/"
 _UNSTABLE_WARNINGS = tuple(
     int(w)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from metarl.envs.base import FamilyTaskSampler, TaskFamily
-from metarl.sampling.batch import EpisodeBatch
+from metarl.sampling.batch import _TIME_FIELDS, EpisodeBatch
 from metarl.sampling.policy_step import check_policy, prepare_params
 from metarl.sampling.rollout import INFO_PREFIX, EnvSource, Job, RolloutWorker, env_spaces
 from metarl.tasks import Task, TaskSampler, qualified_name
@@ -233,20 +233,7 @@ class Sampler(ABC):
             return torch.from_numpy(value)
 
         K = len(tasks)
-        values = {
-            key: join(key, 1)
-            for key in (
-                "obs",
-                "actions",
-                "rewards",
-                "log_probs",
-                "terminated",
-                "truncated",
-                "valid",
-                "episode_id",
-                "episode_start",
-            )
-        }
+        values = {key: join(key, 1) for key in _TIME_FIELDS}
         values.update(
             {
                 key: join(key, 0)
