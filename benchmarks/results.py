@@ -919,7 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {report(args.results, args.docs, args.readme)} and {args.readme}'s table")
         return 0
     if args.cell not in CELLS:
-        from metarl.envs.base import close_matches
+        from metarl.registry import close_matches
 
         print(
             f"results.py run: unknown cell {args.cell!r}; cells are {sorted(CELLS)}"

@@ -10,15 +10,15 @@ too)::
     env = gym.make("metarl/HalfCheetahVel-v0", variant="pearl")
     env.set_task(env.sample_tasks(1)[0])
 
-Families are looked up by name with :func:`make_family`; :data:`FAMILIES` lists them.
+Families are looked up by name with :func:`metarl.registry.make_family` (re-exported here as
+:func:`make_family`); :data:`FAMILIES` lists the built-in ones. The contracts they implement
+(:class:`~metarl.family.TaskFamily`, ...) live in the core, :mod:`metarl.family`.
 Meta-World's ML1 / ML10 / ML45 (:data:`GYM_FAMILIES`, ``metarl[metaworld]``) are looked up the
 same way (``make_family("ML1-reach-v3")``) and stepped through ``env.step``; they register no
 ``metarl/`` env id (Meta-World registers its own).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import gymnasium as gym
 
@@ -33,14 +33,14 @@ from metarl.envs.base import (
     ParamSpec,
     TaskFamily,
     Variant,
-    close_matches,
 )
 from metarl.envs.dynamics import HalfCheetahParams, HopperParams, Walker2dParams
-from metarl.envs.gym_family import GymTaskFamily, SamplerFamily
 from metarl.envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
 from metarl.envs.humanoid import HumanoidDir
 from metarl.envs.metaworld import ML1, ML10, ML45
 from metarl.envs.point2d import Point2DNav
+from metarl.gym_family import GymTaskFamily, SamplerFamily
+from metarl.registry import make_family, register_family
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
@@ -80,26 +80,13 @@ __all__ = [
 ]
 
 
-def make_family(name: str, **kwargs: Any) -> TaskFamily:
-    """Build the family called ``name`` (``"HalfCheetahVel"``, ``"ML1-reach-v3"``) with its
-    options."""
-    if name in FAMILIES:
-        return FAMILIES[name](**kwargs)
-    if name in GYM_FAMILIES and name != "ML1":
-        return GYM_FAMILIES[name](**kwargs)
-    if name.startswith("ML1-"):
-        return ML1.from_name(name, **kwargs)
-    names = [*FAMILIES, "ML1-<env>", "ML10", "ML45"]
-    raise ValueError(
-        f"unknown task family {name!r}; families are {sorted(FAMILIES)}, and Meta-World's "
-        "ML1-<env> (e.g. ML1-reach-v3), ML10 and ML45." + close_matches(name, names)
-    )
-
-
 def env_id(name: str) -> str:
     """The Gymnasium id registered for a family: ``metarl/<name>-v0``."""
     return f"metarl/{name}-v0"
 
+
+for _cls in (*FAMILIES.values(), *GYM_FAMILIES.values()):
+    register_family(_cls)
 
 for _name in FAMILIES:
     if env_id(_name) not in gym.registry:

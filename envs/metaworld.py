@@ -31,8 +31,9 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from metarl.envs.base import Variant, close_matches
-from metarl.envs.gym_family import GymTaskFamily
+from metarl.family import Variant
+from metarl.gym_family import GymTaskFamily
+from metarl.registry import close_matches
 from metarl.tasks import Task, TaskSplit, check_num_tasks
 
 __all__ = ["INSTALL", "ML1", "ML10", "ML45", "MetaWorldFamily"]
@@ -216,6 +217,7 @@ class ML1(MetaWorldFamily):
     """``ML1-<env>``: one Meta-World env, 50 training and 50 held-out goals."""
 
     name = "ML1"
+    name_pattern = "ML1-<env> (e.g. ML1-reach-v3, ML1-push-v3)"
     benchmark = "ML1"
 
     def __init__(

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metarl.cli import given_settings, parse_train_args
+from metarl.registry import agent_classes
 from metarl.runs import RunError, TrainingError, one_line
 from metarl.sampling import DivergedError, WorkerError
-from metarl.train import RunArgs, agent_registry, train
+from metarl.train import RunArgs, train
 
 
 def parse(
@@ -31,7 +32,7 @@ def parse(
     Raises:
         ValueError: an unknown agent or preset, or a ``--env`` other than ``family``.
     """
-    registry = agent_registry()
+    registry = agent_classes()
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--algo", default="maml-trpo")

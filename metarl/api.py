@@ -81,7 +81,7 @@ class TrainedAgent:
 
     def make_env(self, task: Task | dict[str, Any] | None = None, **kwargs: Any) -> gym.Env:
         """A Gymnasium env of the run's family (variant and horizon), set to ``task``."""
-        from metarl.envs import MetaEnv
+        from metarl.family import MetaEnv
 
         env = MetaEnv(self.family, **kwargs)
         if task is not None:
@@ -109,7 +109,7 @@ class TrainedAgent:
     ) -> Any:
         """``num_episodes`` episodes of ``policy`` (default: before adaptation) on ``task``,
         as an :class:`~metarl.sampling.EpisodeBatch` (``.returns``: one per episode)."""
-        from metarl.envs import FamilyTaskSampler
+        from metarl.family import FamilyTaskSampler
         from metarl.sampling import InlineSampler
 
         self._gradient_agent("collect")

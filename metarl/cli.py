@@ -171,11 +171,11 @@ def _help_width() -> int:
 
 
 def _agents_line() -> str:
-    from metarl.train import agent_registry
+    from metarl.registry import agent_classes
 
     return ", ".join(
         f"{name} (presets {'/'.join(getattr(cls, 'PRESET_NAMES', ()))})"
-        for name, cls in agent_registry().items()
+        for name, cls in agent_classes().items()
     )
 
 
@@ -223,11 +223,11 @@ def parse_train_args(
     """
     import tyro
 
-    from metarl.envs import make_family
-    from metarl.train import RunArgs, agent_registry
+    from metarl.registry import agent_classes, make_family
+    from metarl.train import RunArgs
 
     check_flags(argv)
-    registry = agent_registry()
+    registry = agent_classes()
     if algo not in registry:
         raise UsageError(f"unknown algorithm {algo!r}; choose one of {sorted(registry)}")
     agent_cls = registry[algo]
@@ -288,13 +288,14 @@ def given_settings(argv: Sequence[str]) -> set[str]:
 
 
 def _train(argv: Sequence[str]) -> int:
-    from metarl.train import agent_registry, train
+    from metarl.registry import agent_classes
+    from metarl.train import train
 
     if argv and argv[0] in ("-h", "--help"):
         return _train_help("metarl train ALGO")
     if not argv or argv[0].startswith("-"):
         raise UsageError(
-            f"usage: metarl train ALGO [options]; ALGO is one of {sorted(agent_registry())} "
+            f"usage: metarl train ALGO [options]; ALGO is one of {sorted(agent_classes())} "
             "(metarl train --help lists the options)"
         )
     algo = argv[0]
@@ -310,21 +311,32 @@ def _train(argv: Sequence[str]) -> int:
 
 
 def _list(argv: Sequence[str]) -> int:
-    from metarl.envs import FAMILIES
-    from metarl.train import agent_registry
+    from metarl.registry import agent_classes, family_class, family_names
 
     print("task families (env id metarl/<name>-v0):")
-    for name, cls in FAMILIES.items():
+    gym_families = []
+    for name in family_names():
+        cls = family_class(name)
+        if getattr(cls, "gym_envs", False):
+            gym_families.append(name)
+            continue
         variants = ", ".join(
             f"{v} (H={spec.horizon})" + (" [default]" if v == cls.default_variant else "")
             for v, spec in cls.variants.items()
         )
         print(f"  {name:<18} variants: {variants}")
-    print("Meta-World (pip install 'metarl[metaworld]'; stepped through env.step, H=500):")
-    print("  ML1-<env>          one env, 50 train / 50 test goals (e.g. ML1-reach-v3, ML1-push-v3)")
-    print("  ML10, ML45         10 or 45 train envs, 5 held-out envs")
+    if {"ML1", "ML10", "ML45"} <= set(gym_families):
+        print("Meta-World (pip install 'metarl[metaworld]'; stepped through env.step, H=500):")
+        print(
+            "  ML1-<env>          one env, 50 train / 50 test goals (e.g. ML1-reach-v3, "
+            "ML1-push-v3)"
+        )
+        print("  ML10, ML45         10 or 45 train envs, 5 held-out envs")
+    others = [n for n in gym_families if n not in ("ML1", "ML10", "ML45")]
+    if others:
+        print("other families (stepped through env.step): " + ", ".join(others))
     print("algorithms and presets:")
-    for name, agent_cls in agent_registry().items():
+    for name, agent_cls in agent_classes().items():
         presets = ", ".join(getattr(agent_cls, "PRESET_NAMES", ()))
         print(f"  {name:<12} presets: {presets}")
     return 0

@@ -37,7 +37,7 @@ from metarl.runs import RunError, latest_checkpoint, load_checkpoint, read_run_c
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
-    from metarl.envs import TaskFamily
+    from metarl.family import TaskFamily
 
 __all__ = [
     "CSV_COLUMNS",
@@ -121,7 +121,7 @@ def load_run(
     """Rebuild the agent and task family of a run folder from a checkpoint.
 
     A run trained with ``--tasks module:callable`` gets its sampler built again, as a
-    :class:`~metarl.envs.SamplerFamily`.
+    :class:`~metarl.gym_family.SamplerFamily`.
 
     Args:
         path: the run folder (``runs/maml-trpo-HalfCheetahVel-...``).
@@ -134,7 +134,7 @@ def load_run(
             newer metarl, an unknown algorithm, a checkpoint that does not fit the config, or
             a custom sampler that was passed from Python (no ``--tasks``) or fails to build.
     """
-    from metarl.train import agent_registry
+    from metarl.registry import agent_classes
 
     run_dir = Path(path)
     saved = read_run_config(run_dir)
@@ -142,7 +142,7 @@ def load_run(
     if missing:
         raise RunError(f"{run_dir}/config.json is incomplete: it lacks {missing}")
     algo = saved["algo"]
-    registry = agent_registry()
+    registry = agent_classes()
     if algo not in registry:
         raise RunError(
             f"{run_dir} was made by {algo!r}, which this metarl does not know; "
@@ -171,7 +171,8 @@ def load_run(
 
 def _run_family(run_dir: Path, fam: dict[str, Any]) -> TaskFamily:
     """The family a run trained on: a built-in one, or its ``--tasks`` sampler built again."""
-    from metarl.envs import SamplerFamily, make_family
+    from metarl.gym_family import SamplerFamily
+    from metarl.registry import make_family
     from metarl.tasks import load_task_sampler
 
     if not fam.get("custom"):
@@ -576,7 +577,7 @@ def sb3_baseline(
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import Logger
 
-    from metarl.envs import MetaEnv
+    from metarl.family import MetaEnv
 
     if steps_per_step < 2:
         raise ValueError(
@@ -883,7 +884,7 @@ def evaluate_run(
         backend, num_workers: the sampler (see :func:`metarl.train.make_sampler`).
         progress: show a progress bar.
     """
-    from metarl.envs import FamilyTaskSampler
+    from metarl.family import FamilyTaskSampler
     from metarl.train import make_sampler
 
     agent, family = run.agent, run.family

@@ -4,7 +4,7 @@ A :class:`Task` is an immutable mapping of named parameters (``{"velocity": 1.3}
 sampler draws tasks with a passed-in :class:`numpy.random.Generator` and builds a Gymnasium
 environment for a task. Three kinds ship with metarl:
 
-1. the built-in families (:class:`metarl.envs.FamilyTaskSampler`, the fast batched path);
+1. the built-in families (:class:`metarl.family.FamilyTaskSampler`, the fast batched path);
 2. :class:`SetTaskEnvSampler`: any Gymnasium env with a ``set_task(task)`` method (the
    Meta-World convention), with tasks drawn by a user function or from a fixed list;
 3. :class:`GymKwargsTaskSampler`: any registered Gymnasium env id whose task is a set of

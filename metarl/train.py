@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from metarl.agent import MetaAgent, config_from_dict, renamed_config
+from metarl.registry import agent_class
 from metarl.runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -52,7 +53,7 @@ from metarl.tasks import TaskSampler, load_task_sampler
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
 
-__all__ = ["RunArgs", "TrainingError", "agent_registry", "build_agent", "make_sampler", "train"]
+__all__ = ["RunArgs", "TrainingError", "build_agent", "make_sampler", "train"]
 
 
 @dataclass(frozen=True)
@@ -95,22 +96,8 @@ class RunArgs:
     """Show a progress bar."""
 
 
-def agent_registry() -> dict[str, type[MetaAgent]]:
-    """Algorithm name -> agent class (looked up lazily: the core never imports agents eagerly)."""
-    from metarl.agents import AGENTS
-
-    return dict(AGENTS)
-
-
-def _agent_class(algo: str) -> type[MetaAgent]:
-    registry = agent_registry()
-    if algo not in registry:
-        raise ValueError(f"unknown algorithm {algo!r}; choose one of {sorted(registry)}")
-    return registry[algo]
-
-
 def build_agent(algo: str, config: Any, family: Any, device: torch.device) -> MetaAgent:
-    return _agent_class(algo)(config, family.observation_space, family.action_space, device)
+    return agent_class(algo)(config, family.observation_space, family.action_space, device)
 
 
 def _check_run_args(run: RunArgs, iterations: int) -> None:
@@ -208,7 +195,8 @@ def _resolve_resume(
 
 def _task_source(run: RunArgs, task_sampler: TaskSampler | None) -> tuple[Any, dict[str, Any]]:
     """The task sampler to train on and how the run folder describes it."""
-    from metarl.envs import FamilyTaskSampler, make_family
+    from metarl.family import FamilyTaskSampler
+    from metarl.registry import make_family
 
     if task_sampler is None:
         family = make_family(run.env, variant=run.variant, horizon=run.horizon)
@@ -264,7 +252,7 @@ def train(
         ValueError: unknown algorithm or family, impossible settings, or a ``--resume`` folder
             that is not a run of this algorithm and family — all before any work.
     """
-    agent_cls = _agent_class(algo)
+    agent_cls = agent_class(algo)
     changes: dict[str, Any] = {}
     if run.resume is not None:
         run, config, changes = _resolve_resume(algo, run, config, set(given))

@@ -210,7 +210,7 @@ def play_stages(
     Raises:
         ValueError: a task outside the family's range, or impossible counts.
     """
-    from metarl.envs import FamilyTaskSampler
+    from metarl.family import FamilyTaskSampler
     from metarl.train import make_sampler
 
     if num_steps < 0 or episodes_per_step < 1:

@@ -23,7 +23,7 @@ import cloudpickle
 import numpy as np
 from torch import nn
 
-from metarl.envs.base import TaskFamily
+from metarl.family import TaskFamily
 from metarl.sampling.rollout import Job, RolloutWorker
 from metarl.sampling.sampler import Sampler, WorkerError
 from metarl.tasks import TaskSampler

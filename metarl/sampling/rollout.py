@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.envs.base import BatchStep, TaskFamily
+from metarl.family import BatchStep, TaskFamily
 from metarl.sampling.batch import (
     _TIME_FIELDS,
     NONFINITE_ACTIONS,

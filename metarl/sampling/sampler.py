@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from metarl.envs.base import FamilyTaskSampler, TaskFamily
+from metarl.family import FamilyTaskSampler, TaskFamily
 from metarl.sampling.batch import _TIME_FIELDS, EpisodeBatch
 from metarl.sampling.policy_step import check_policy, prepare_params
 from metarl.sampling.rollout import INFO_PREFIX, EnvSource, Job, RolloutWorker, env_spaces
@@ -52,7 +52,7 @@ class DivergedError(RuntimeError):
 def resolve_source(source: str | TaskFamily | TaskSampler) -> EnvSource:
     """A family name, family or task sampler -> the family (fast path) or the task sampler."""
     if isinstance(source, str):
-        from metarl.envs import make_family
+        from metarl.registry import make_family
 
         return make_family(source)
     if isinstance(source, FamilyTaskSampler):

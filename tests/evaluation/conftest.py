@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.train import RunArgs, agent_registry, train
+from metarl.registry import agent_classes
+from metarl.train import RunArgs, train
 
 HORIZON = 10
 """Episode length of the tiny Point2DNav runs."""
@@ -17,7 +18,7 @@ HORIZON = 10
 
 def tiny_run(root: Path, algo: str, env: str = "Point2DNav", horizon: int = HORIZON) -> Path:
     """Train ``algo`` for 2 iterations on 2 tasks; returns the run folder."""
-    cls = agent_registry()[algo]
+    cls = agent_classes()[algo]
     config = cls.preset("quick", env)  # type: ignore[attr-defined]
     small: dict[str, object] = {"iterations": 2, "meta_batch_size": 2}
     if hasattr(config, "episodes_per_task"):

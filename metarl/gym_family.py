@@ -1,11 +1,11 @@
 """Task families whose envs are Gymnasium envs stepped one by one (the generic path).
 
-A :class:`GymTaskFamily` is a :class:`~metarl.envs.TaskFamily` for what metarl cannot batch
+A :class:`GymTaskFamily` is a :class:`~metarl.family.TaskFamily` for what metarl cannot batch
 itself (Meta-World, a user's env): its tasks are small mappings that need not be numbers, it
 builds one ``gymnasium.Env`` per task (``make_env``) and re-tasks one it has (``retask``), and
 its batch (``make_batch``) is the sampler's env pool, :class:`~metarl.sampling.GymEnvBatch`.
 The sampler steps it through ``env.step`` (``gym_envs = True``), and everything else that takes
-a family (evaluation, rendering, the from-scratch baseline, :class:`~metarl.envs.MetaEnv`)
+a family (evaluation, rendering, the from-scratch baseline, :class:`~metarl.family.MetaEnv`)
 takes it unchanged.
 
 :class:`SamplerFamily` is that family for any task sampler (``sample(n, rng)`` and
@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from metarl.envs.base import BatchStepper, ParamSpec, TaskFamily, Variant
+from metarl.family import BatchStepper, ParamSpec, TaskFamily, Variant
 from metarl.tasks import Task, TaskSplit, qualified_name
 
 __all__ = ["GymTaskFamily", "SamplerFamily"]
