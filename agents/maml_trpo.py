@@ -411,6 +411,7 @@ class MAMLTRPO(MetaAgent):
     name: ClassVar[str] = "maml-trpo"
     config_cls: ClassVar[type] = MAMLTRPOConfig
     PRESET_NAMES: ClassVar[tuple[str, ...]] = ("quick", "default", "paper")
+    takes_step_size: ClassVar[bool] = True
     config: MAMLTRPOConfig
     policy: GaussianMLPPolicy
 

@@ -614,14 +614,22 @@ class ReptilePPO(MetaAgent):
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
         return AdaptedPolicy(params=None, num_tasks=num_tasks)
 
-    def adapt(self, policy: AdaptedPolicy, episodes: EpisodeBatch, seed: int = 0) -> AdaptedPolicy:
+    def adapt(
+        self,
+        policy: AdaptedPolicy,
+        episodes: EpisodeBatch,
+        lr: float | None = None,
+        seed: int = 0,
+    ) -> AdaptedPolicy:
         """One inner round (``update_epochs`` PPO epochs per task) on ``episodes``.
 
         From :meth:`exploration_policy` this starts a fresh inner loop at ``theta`` (zero Adam
         moments, minibatches shuffled from ``seed``); from an adapted policy it continues that
         loop (value network, Adam moments and shuffler in ``policy.state``), exactly as in
-        meta-training. ``policy`` itself is left unchanged.
+        meta-training. ``policy`` itself is left unchanged. Its step sizes are the inner
+        Adam's (``adapt_lr``): ``lr`` is refused.
         """
+        self._no_step_size(lr)
         K = policy.num_tasks
         if episodes.num_tasks != K:
             raise ValueError(

@@ -153,6 +153,7 @@ class RL2PPO(MetaAgent):
     name: ClassVar[str] = "rl2-ppo"
     config_cls: ClassVar[type] = RL2PPOConfig
     PRESET_NAMES: ClassVar[tuple[str, ...]] = ("quick", "default", "varibad")
+    recurrent: ClassVar[bool] = True
     config: RL2PPOConfig
     policy: RecurrentGaussianPolicy
 
@@ -358,13 +359,16 @@ class RL2PPO(MetaAgent):
         )
         return AdaptedPolicy(params=None, num_tasks=num_tasks, state=state)
 
-    def adapt(self, policy: AdaptedPolicy, episodes: EpisodeBatch) -> AdaptedPolicy:
+    def adapt(
+        self, policy: AdaptedPolicy, episodes: EpisodeBatch, lr: float | None = None
+    ) -> AdaptedPolicy:
         """The trial state after ``episodes``: one column per task, continuing ``policy.state``.
 
         ``episodes`` holds the next episode (or trial of episodes) of each task, sampled from
         ``policy``; the policy is run over them from ``policy.state`` with the first input's
         previous action, reward and done flag taken from the state.
         """
+        self._no_step_size(lr)
         state = policy.state
         if not isinstance(state, TrialState):
             raise ValueError(

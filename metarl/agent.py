@@ -93,12 +93,21 @@ class AdaptedPolicy:
 class MetaAgent(ABC):
     """Base class of the meta-learners.
 
-    Subclasses set ``name`` (the CLI name, e.g. ``"maml-trpo"``) and ``config_cls`` (a frozen
-    dataclass of hyperparameters) and own a policy module in :attr:`policy`.
+    Subclasses set ``name`` (the CLI name, e.g. ``"maml-trpo"``), ``config_cls`` (a frozen
+    dataclass of hyperparameters) and ``PRESET_NAMES``, implement :meth:`preset`, declare how
+    they adapt (``takes_step_size``, ``recurrent``) and own a policy module in :attr:`policy`.
     """
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
+    PRESET_NAMES: ClassVar[tuple[str, ...]]
+    """The presets :meth:`preset` knows, e.g. ``("quick", "default", "paper")``."""
+    takes_step_size: ClassVar[bool] = False
+    """Whether :meth:`adapt` takes a step size ``lr`` (a gradient step of a given size, as
+    MAML's meta-test protocol sets one per step); other agents refuse one."""
+    recurrent: ClassVar[bool] = False
+    """Whether the agent adapts in a recurrent state within a trial (RL^2): its meta-test
+    plays one trial per task, step ``s`` being episode ``s + 1``."""
     policy: nn.Module
 
     def __init__(
@@ -120,6 +129,16 @@ class MetaAgent(ABC):
         self.action_space = action_space
         self.device = torch.device(device)
 
+    @classmethod
+    @abstractmethod
+    def preset(cls, name: str, family: str) -> Any:
+        """The config of preset ``name`` (one of :attr:`PRESET_NAMES`) for the family called
+        ``family``.
+
+        Raises:
+            ValueError: an unknown preset, naming the ones there are.
+        """
+
     @abstractmethod
     def train_step(
         self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
@@ -135,8 +154,22 @@ class MetaAgent(ABC):
         """The policy that collects the first episodes on ``num_tasks`` new tasks."""
 
     @abstractmethod
-    def adapt(self, policy: AdaptedPolicy, episodes: EpisodeBatch) -> AdaptedPolicy:
-        """The policy after adapting on ``episodes`` (sampled with ``policy``)."""
+    def adapt(
+        self, policy: AdaptedPolicy, episodes: EpisodeBatch, lr: float | None = None
+    ) -> AdaptedPolicy:
+        """The policy after adapting on ``episodes`` (sampled with ``policy``).
+
+        ``lr`` is the step size of this step for agents that declare ``takes_step_size``
+        (None: the config's); the others raise ValueError when given one.
+        """
+
+    def _no_step_size(self, lr: float | None) -> None:
+        """Refuse a step size (for agents that adapt with their own optimizer or state)."""
+        if lr is not None:
+            raise ValueError(
+                f"{self.name} adapts with its own optimizer or state and takes no step size; "
+                "step sizes apply to agents with gradient steps of a given size (maml-trpo)"
+            )
 
     def adaptation_curve(
         self,
@@ -197,10 +230,8 @@ class MetaAgent(ABC):
                 rate = rates[:, 0].reshape(len(tasks), episodes_per_step).mean(1).numpy()
                 success.append(np.where(diverged, np.nan, rate))
             if step < num_steps:
-                if step_sizes is not None:
-                    policy = self.adapt(policy, batch, lr=step_sizes[step])  # type: ignore[call-arg]
-                else:
-                    policy = self.adapt(policy, batch)
+                lr = None if step_sizes is None else step_sizes[step]
+                policy = self.adapt(policy, batch, lr=lr)
         out = {"return": np.stack(curve).astype(np.float64)}
         if success:
             out["success"] = np.stack(success).astype(np.float64)

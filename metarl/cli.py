@@ -174,8 +174,7 @@ def _agents_line() -> str:
     from metarl.registry import agent_classes
 
     return ", ".join(
-        f"{name} (presets {'/'.join(getattr(cls, 'PRESET_NAMES', ()))})"
-        for name, cls in agent_classes().items()
+        f"{name} (presets {'/'.join(cls.PRESET_NAMES)})" for name, cls in agent_classes().items()
     )
 
 
@@ -248,7 +247,7 @@ def parse_train_args(
         known.env = sampler_name(load_task_sampler(known.tasks))
     else:
         make_family(known.env)  # an unknown family fails here, listing the valid ones
-    config = agent_cls.preset(known.preset, known.env)  # type: ignore[attr-defined]
+    config = agent_cls.preset(known.preset, known.env)
     extra = []
     if algo_flag:
         choice = Literal.__getitem__(tuple(registry))
@@ -337,7 +336,7 @@ def _list(argv: Sequence[str]) -> int:
         print("other families (stepped through env.step): " + ", ".join(others))
     print("algorithms and presets:")
     for name, agent_cls in agent_classes().items():
-        presets = ", ".join(getattr(agent_cls, "PRESET_NAMES", ()))
+        presets = ", ".join(agent_cls.PRESET_NAMES)
         print(f"  {name:<12} presets: {presets}")
     return 0
 

@@ -17,7 +17,6 @@ A run's evaluation lands in ``RUN_DIR/eval/<protocol>.{csv,json,png}``.
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 import math
@@ -316,11 +315,11 @@ def held_out_tasks(family: TaskFamily, protocol: Protocol) -> list[Task]:
 
 
 def _takes_step_size(agent: MetaAgent) -> bool:
-    return "lr" in inspect.signature(agent.adapt).parameters
+    return agent.takes_step_size
 
 
 def _is_recurrent(agent: MetaAgent) -> bool:
-    return bool(getattr(agent.policy, "recurrent", False))
+    return agent.recurrent
 
 
 def steps_per_adaptation(agent: MetaAgent, protocol: Protocol, horizon: int) -> int:

@@ -204,7 +204,8 @@ class TaskFamily(ABC):
         horizon: episode length in env steps; defaults to the variant's.
     """
 
-    name: ClassVar[str]
+    name: str
+    """The family's name (a class attribute; instances may refine it: ``ML1-reach-v3``)."""
     variants: ClassVar[Mapping[str, Variant]]
     default_variant: ClassVar[str]
 

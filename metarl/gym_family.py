@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from metarl.family import BatchStepper, ParamSpec, TaskFamily, Variant
+from metarl.family import ParamSpec, TaskFamily, Variant
 from metarl.tasks import Task, TaskSplit, qualified_name
 
 __all__ = ["GymTaskFamily", "SamplerFamily"]
@@ -75,7 +75,9 @@ class GymTaskFamily(TaskFamily):
         cannot take it (the pool then builds a new env)."""
         return False
 
-    def make_batch(self, num_envs: int) -> BatchStepper:
+    def make_batch(self, num_envs: int) -> Any:
+        """The sampler's env pool, :class:`~metarl.sampling.GymEnvBatch` (stepped through
+        ``env.step``; not a :class:`~metarl.family.BatchStepper`)."""
         from metarl.sampling.rollout import GymEnvBatch
 
         return GymEnvBatch(self, num_envs)

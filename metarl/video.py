@@ -220,11 +220,9 @@ def play_stages(
         )
     agent, family = run.agent, run.family
     task = family.validate_task(task)
-    if getattr(agent.policy, "recurrent", False):
+    if agent.recurrent:
         return _play_trial(run, task, num_steps, seed)
-    import inspect
-
-    takes_lr = "lr" in inspect.signature(agent.adapt).parameters
+    takes_lr = agent.takes_step_size
     if step_sizes is not None and not takes_lr:
         raise ValueError(
             f"{run.algo} adapts with its own optimizer: step sizes apply to maml-trpo only"
@@ -256,10 +254,8 @@ def play_stages(
             batch = sampler.sample(
                 [task], episodes_per_step, params=stacked, seed=int(seeds[stage] >> np.uint64(2))
             )
-            if step_sizes is not None:
-                policy = agent.adapt(policy, batch, lr=float(step_sizes[stage]))  # type: ignore[call-arg]
-            else:
-                policy = agent.adapt(policy, batch)
+            lr = None if step_sizes is None else float(step_sizes[stage])
+            policy = agent.adapt(policy, batch, lr=lr)
     finally:
         sampler.close()
     return panels

@@ -277,7 +277,7 @@ def env_spaces(source: EnvSource) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     """``(observation_space, action_space)`` of a family or task sampler (Box spaces only)."""
     obs_space = getattr(source, "observation_space", None)
     act_space = getattr(source, "action_space", None)
-    if obs_space is None or act_space is None:
+    if (obs_space is None or act_space is None) and not isinstance(source, TaskFamily):
         probe = source.make_env(None)
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()

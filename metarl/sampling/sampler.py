@@ -133,8 +133,9 @@ class Sampler(ABC):
     def _default_horizon(self) -> int:
         if isinstance(self.source, TaskFamily):
             return self.source.horizon
-        if isinstance(getattr(self.source, "horizon", None), int):
-            return int(self.source.horizon)  # type: ignore[union-attr]
+        horizon = getattr(self.source, "horizon", None)
+        if isinstance(horizon, int):
+            return horizon
         env = self.source.make_env(None)
         try:
             steps = env.spec.max_episode_steps if env.spec is not None else None

@@ -19,7 +19,7 @@ HORIZON = 10
 def tiny_run(root: Path, algo: str, env: str = "Point2DNav", horizon: int = HORIZON) -> Path:
     """Train ``algo`` for 2 iterations on 2 tasks; returns the run folder."""
     cls = agent_classes()[algo]
-    config = cls.preset("quick", env)  # type: ignore[attr-defined]
+    config = cls.preset("quick", env)
     small: dict[str, object] = {"iterations": 2, "meta_batch_size": 2}
     if hasattr(config, "episodes_per_task"):
         small["episodes_per_task"] = 2
