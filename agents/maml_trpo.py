@@ -47,6 +47,7 @@ from metarl.optim import (
 )
 from metarl.policies import INITS, GaussianMLPPolicy, Params, gaussian_log_prob
 from metarl.sampling import EpisodeBatch
+from metarl.sampling.batch import task_major
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
@@ -192,14 +193,9 @@ class TaskSteps:
     @classmethod
     def pack(cls, batch: EpisodeBatch, advantages: Tensor) -> TaskSteps:
         """Gather ``batch``'s valid steps and their ``advantages [T, B]``, task by task."""
-        K, E, T = batch.num_tasks, batch.episodes_per_task, batch.horizon
-
-        def task_major(x: Tensor) -> Tensor:  # [T, K*E, ...] -> [K, E*T, ...]
-            x = x.reshape(T, K, E, *x.shape[2:]).permute(1, 2, 0, *range(3, x.dim() + 1))
-            return x.reshape(K, E * T, *x.shape[3:])
-
-        valid = task_major(batch.valid)
-        fields = [task_major(t) for t in (batch.obs, batch.actions, advantages)]
+        K = batch.num_tasks
+        valid = task_major(batch.valid, K, order="episode")
+        fields = [task_major(t, K, order="episode") for t in (batch.obs, batch.actions, advantages)]
         counts = valid.sum(1)
         if not bool(valid.all()):
             # Each task's valid steps first (a stable sort keeps episode and time order).

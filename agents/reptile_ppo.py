@@ -41,7 +41,7 @@ from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics
 from metarl.optim import BatchedAdam
 from metarl.policies import GaussianMLPPolicy, MLPValue, Params, gaussian_entropy, gaussian_log_prob
 from metarl.ppo import clipped_surrogate, entropy_bonus, minibatch_indices, value_loss
-from metarl.sampling.batch import EpisodeBatch
+from metarl.sampling.batch import EpisodeBatch, task_major, time_major
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
@@ -370,19 +370,6 @@ class ReptilePPO(MetaAgent):
         return InnerState(value, optimizer, torch.Generator().manual_seed(int(seed)))
 
     # -- PPO ---------------------------------------------------------------------------------
-    @staticmethod
-    def _task_major(x: Tensor, num_tasks: int) -> Tensor:
-        """``[T, K*E, ...] -> [K, T*E, ...]`` (task-major columns)."""
-        T, B = x.shape[:2]
-        y = x.reshape(T, num_tasks, B // num_tasks, *x.shape[2:]).transpose(0, 1)
-        return y.reshape(num_tasks, T * (B // num_tasks), *x.shape[2:])
-
-    @staticmethod
-    def _time_major(x: Tensor, T: int) -> Tensor:
-        """``[K, T*E] -> [T, K*E]`` (inverse of :meth:`_task_major`)."""
-        K = x.shape[0]
-        return x.reshape(K, T, -1).transpose(0, 1).reshape(T, -1)
-
     def _forward(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One task's ``(mean, log_std, value)`` at ``obs [n, D]``."""
         pol, val = self.split_params(params)
@@ -398,9 +385,9 @@ class ReptilePPO(MetaAgent):
         K, T = batch.num_tasks, batch.horizon
         dtype = next(iter(params.values())).dtype
         batch = batch.to(self.device)
-        obs = self._task_major(batch.obs.to(dtype), K)
-        actions = self._task_major(batch.actions.to(dtype), K)
-        mask = self._task_major(batch.valid, K)
+        obs = task_major(batch.obs.to(dtype), K)
+        actions = task_major(batch.actions.to(dtype), K)
+        mask = task_major(batch.valid, K)
         last_obs = batch.last_obs.to(dtype).reshape(K, -1, batch.last_obs.shape[-1])
         with torch.no_grad():
             mean, log_std, values = vmap(self._forward)(params, obs)
@@ -409,7 +396,7 @@ class ReptilePPO(MetaAgent):
             rewards = batch.rewards.to(dtype) * cfg.reward_scale
             adv, returns = gae(
                 rewards,
-                self._time_major(values, T),
+                time_major(values, T),
                 batch.valid,
                 cfg.gamma,
                 cfg.gae_lambda,
@@ -422,8 +409,8 @@ class ReptilePPO(MetaAgent):
             obs=obs,
             actions=actions,
             old_log_prob=old_log_prob,
-            advantages=self._task_major(adv, K),
-            returns=self._task_major(returns, K),
+            advantages=task_major(adv, K),
+            returns=task_major(returns, K),
             old_values=values,
             mask=mask,
         )

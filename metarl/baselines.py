@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from metarl.sampling.batch import task_major, time_major
+
 __all__ = ["LinearFeatureBaseline", "linear_features"]
 
 OBS_CLIP = 10.0
@@ -100,11 +102,9 @@ class LinearFeatureBaseline:
             raise ValueError(
                 f"groups must be a positive divisor of the batch width B={B}, got {groups}"
             )
-        E = B // groups
 
         def by_group(x: Tensor) -> Tensor:  # [T, B, ...] -> [groups, T * E, ...]
-            x = x.reshape(T, groups, E, *x.shape[2:]).transpose(0, 1)
-            return x.reshape(groups, T * E, *x.shape[3:])
+            return task_major(x, groups)
 
         # The normal equations square the features' condition number: solve in float64.
         X = by_group(feats.to(torch.float64))
@@ -134,7 +134,7 @@ class LinearFeatureBaseline:
             )
         self.coeffs = coeffs
         values = (X @ coeffs.unsqueeze(-1)).squeeze(-1)  # [groups, T * E]
-        values = values.reshape(groups, T, E).transpose(0, 1).reshape(T, B)
+        values = time_major(values, T)
         return values.to(returns.dtype) * (valid > 0).to(returns.dtype)
 
     def state_dict(self) -> dict[str, Any]:

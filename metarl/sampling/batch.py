@@ -22,6 +22,8 @@ __all__ = [
     "NONFINITE_REWARDS",
     "EpisodeBatch",
     "describe_nonfinite",
+    "task_major",
+    "time_major",
 ]
 
 NONFINITE_ACTIONS = 1
@@ -35,6 +37,38 @@ _NONFINITE_NAMES = (
     (NONFINITE_OBSERVATIONS, "observations"),
     (NONFINITE_REWARDS, "rewards"),
 )
+
+
+def task_major(x: Tensor, num_tasks: int, order: str = "time") -> Tensor:
+    """A time-major batch tensor ``[T, K*E, ...]`` as one row per task: ``[K, T*E, ...]``.
+
+    ``order="time"``: within a task, step ``t`` of every episode comes together (element
+    ``t * E + e``), the order per-task fits and PPO minibatches use. ``order="episode"``: each
+    episode's steps are contiguous (element ``e * T + t``), the order of MAML's gathered steps.
+    Both are pure re-layouts (no arithmetic); :func:`time_major` inverts the first.
+    """
+    T, B = x.shape[:2]
+    if num_tasks < 1 or B % num_tasks:
+        raise ValueError(f"{B} columns do not split into {num_tasks} tasks")
+    E, rest = B // num_tasks, x.shape[2:]
+    y = x.reshape(T, num_tasks, E, *rest)
+    if order == "time":
+        y = y.transpose(0, 1)  # [K, T, E, ...]
+    elif order == "episode":
+        y = y.permute(1, 2, 0, *range(3, y.dim()))  # [K, E, T, ...]
+    else:
+        raise ValueError(f"order is 'time' or 'episode', got {order!r}")
+    return y.reshape(num_tasks, T * E, *rest)
+
+
+def time_major(x: Tensor, horizon: int) -> Tensor:
+    """``[K, T*E, ...]`` in :func:`task_major`'s ``"time"`` order back to ``[T, K*E, ...]``."""
+    K, n = x.shape[:2]
+    if n % horizon:
+        raise ValueError(f"{n} steps per task do not split into a horizon of {horizon}")
+    rest = x.shape[2:]
+    y = x.reshape(K, horizon, n // horizon, *rest).transpose(0, 1)
+    return y.reshape(horizon, K * (n // horizon), *rest)
 
 
 def describe_nonfinite(bits: int) -> str:
