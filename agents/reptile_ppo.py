@@ -36,8 +36,9 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from metarl.advantages import gae, normalize_advantages
+from metarl.advantages import discounted_returns, gae, normalize_advantages
 from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics
+from metarl.baselines import LinearFeatureBaseline
 from metarl.optim import BatchedAdam
 from metarl.policies import GaussianMLPPolicy, MLPValue, Params, gaussian_entropy, gaussian_log_prob
 from metarl.ppo import clipped_surrogate, entropy_bonus, minibatch_indices, value_loss
@@ -106,6 +107,11 @@ class ReptilePPOConfig:
     """Rewards are multiplied by this for the value targets and advantages (not the metrics)."""
     normalize_advantages: bool = True
     """Normalize advantages per task and round."""
+    baseline: str = "value"
+    """What the advantages subtract: ``value``, the value network (meta-learned with the
+    policy, trained in the inner loop by the value loss), or ``linear``, rllab's linear
+    feature baseline (observation and time features) fitted per task and round in closed form,
+    as MAML-TRPO does. With ``linear`` the value network is not trained (``vf_coef`` unused)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Policy MLP widths."""
     value_hidden_sizes: tuple[int, ...] = (64, 64)
@@ -135,6 +141,7 @@ class ReptilePPOConfig:
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
             (0 <= self.gae_lambda <= 1, "gae_lambda must be in [0, 1]"),
             (self.reward_scale > 0, "reward_scale must be > 0"),
+            (self.baseline in ("value", "linear"), "baseline must be value or linear"),
             (
                 len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
                 "hidden_sizes must be positive widths",
@@ -391,18 +398,30 @@ class ReptilePPO(MetaAgent):
         last_obs = batch.last_obs.to(dtype).reshape(K, -1, batch.last_obs.shape[-1])
         with torch.no_grad():
             mean, log_std, values = vmap(self._forward)(params, obs)
-            _, _, last_values = vmap(self._forward)(params, last_obs)
             old_log_prob = gaussian_log_prob(actions, mean, log_std)
             rewards = batch.rewards.to(dtype) * cfg.reward_scale
-            adv, returns = gae(
-                rewards,
-                time_major(values, T),
-                batch.valid,
-                cfg.gamma,
-                cfg.gae_lambda,
-                last_values=last_values.reshape(-1),
-                terminated=batch.terminated,
-            )
+            if cfg.baseline == "linear":
+                # MAML-TRPO's baseline: fitted per task to this round's returns, no bootstrap.
+                rewards64 = rewards.to(torch.float64)
+                fitted = LinearFeatureBaseline().fit_predict(
+                    batch.obs,
+                    discounted_returns(rewards64, batch.valid, cfg.gamma),
+                    batch.valid,
+                    groups=K,
+                )
+                adv, returns = gae(rewards64, fitted, batch.valid, cfg.gamma, cfg.gae_lambda)
+                adv, returns = adv.to(dtype), returns.to(dtype)
+            else:
+                _, _, last_values = vmap(self._forward)(params, last_obs)
+                adv, returns = gae(
+                    rewards,
+                    time_major(values, T),
+                    batch.valid,
+                    cfg.gamma,
+                    cfg.gae_lambda,
+                    last_values=last_values.reshape(-1),
+                    terminated=batch.terminated,
+                )
             if cfg.normalize_advantages:
                 adv = normalize_advantages(adv, batch.valid, groups=K)
         return _RoundData(
@@ -442,7 +461,8 @@ class ReptilePPO(MetaAgent):
         vclip = cfg.clip_coef if cfg.clip_vloss else None
         vl, vm = value_loss(values, old_values, returns, mask, clip_coef=vclip)
         el, em = entropy_bonus(gaussian_entropy(log_std), mask)
-        return pl + cfg.vf_coef * vl + cfg.ent_coef * el, {**pm, **vm, **em}
+        vf_coef = cfg.vf_coef if cfg.baseline == "value" else 0.0
+        return pl + vf_coef * vl + cfg.ent_coef * el, {**pm, **vm, **em}
 
     def ppo_update(
         self, params: Params, state: InnerState, data: _RoundData

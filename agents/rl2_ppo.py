@@ -32,7 +32,13 @@ import torch
 from torch import Tensor
 
 from metarl.advantages import gae, normalize_advantages
-from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics, success_rates
+from metarl.agent import (
+    AdaptedPolicy,
+    MetaAgent,
+    check_curve_args,
+    success_metrics,
+    success_rates,
+)
 from metarl.policies import (
     RECURRENT_CELLS,
     RecurrentGaussianPolicy,
@@ -430,11 +436,7 @@ class RL2PPO(MetaAgent):
         """
         if step_sizes is not None:
             raise ValueError("rl2-ppo adapts in its hidden state: step_sizes must be None")
-        if num_steps < 0 or episodes_per_step < 1:
-            raise ValueError(
-                f"num_steps must be >= 0 and episodes_per_step >= 1, got {num_steps}, "
-                f"{episodes_per_step}"
-            )
+        check_curve_args(num_steps, episodes_per_step)
         batch = self.sample_trials(sampler, tasks, episodes_per_step, seed, num_steps + 1)
         per_task = batch.by_task("episode_returns").mean(dim=1)  # [K, num_steps + 1]
         out = {"return": per_task.T.cpu().numpy().astype(np.float64)}

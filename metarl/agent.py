@@ -205,8 +205,7 @@ class MetaAgent(ABC):
         """:meth:`adaptation_curve` as ``{"return": ...}``, with ``"success"`` (the fraction of
         each task's episodes that succeeded, ``[num_steps + 1, K]``) where the env reports
         success."""
-        if num_steps < 0 or episodes_per_step < 1:
-            raise ValueError("num_steps must be >= 0 and episodes_per_step >= 1")
+        check_curve_args(num_steps, episodes_per_step)
         seeds = np.random.SeedSequence(seed).generate_state(num_steps + 1, dtype=np.uint64)
         policy = self.exploration_policy(len(tasks))
         curve, success = [], []
@@ -244,6 +243,15 @@ class MetaAgent(ABC):
     @abstractmethod
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+
+
+def check_curve_args(num_steps: int, episodes_per_step: int) -> None:
+    """Raise ValueError for a meta-test with negative steps or no episodes per step."""
+    if num_steps < 0 or episodes_per_step < 1:
+        raise ValueError(
+            f"num_steps must be >= 0 and episodes_per_step >= 1, got {num_steps}, "
+            f"{episodes_per_step}"
+        )
 
 
 def renamed_config(data: Mapping[str, Any]) -> dict[str, Any]:

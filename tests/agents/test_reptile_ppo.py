@@ -321,6 +321,23 @@ def test_adapt_continues_the_inner_loop_and_leaves_its_input_unchanged() -> None
         agent.adapt(agent.exploration_policy(K + 1), batches[0])
 
 
+def test_the_linear_baseline_leaves_the_value_network_untrained() -> None:
+    batch = make_batch(3)
+    adapted = {}
+    for baseline in ("value", "linear"):
+        agent = make_agent(baseline=baseline)
+        params = agent._theta_as_tasks(K)
+        state = agent.new_inner_state(params, 7)
+        params, _ = agent.inner_round(params, state, batch)
+        pol, val = agent.split_params(params)
+        start = dict(agent.value.named_parameters())
+        moved = [not torch.equal(val[k], start[k].expand_as(val[k])) for k in start]
+        assert all(moved) if baseline == "value" else not any(moved), baseline
+        adapted[baseline] = pol
+    # The policy still adapts, on other advantages than the value network's.
+    assert not all(torch.equal(adapted["value"][k], adapted["linear"][k]) for k in adapted["value"])
+
+
 # -- bad input -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("field", "value"),
@@ -332,6 +349,7 @@ def test_adapt_continues_the_inner_loop_and_leaves_its_input_unchanged() -> None
         ("clip_coef", 0.0),
         ("activation", "sigmoid"),
         ("hidden_sizes", ()),
+        ("baseline", "critic"),
     ],
 )
 def test_impossible_configs_fail_at_once(field: str, value: object) -> None:
