@@ -427,6 +427,26 @@ class MetaEnv(gym.Env):
     def horizon(self) -> int:
         return self.family.horizon
 
+    @property
+    def model(self) -> Any:
+        """The env's ``mujoco.MjModel``, as Gymnasium's MuJoCo envs expose it (a dynamics task
+        changes this env's own copy)."""
+        return self._mujoco("models")
+
+    @property
+    def data(self) -> Any:
+        """The env's ``mujoco.MjData`` (``env.unwrapped.data.qpos``, ...), live: stepping the env
+        steps it."""
+        return self._mujoco("datas")
+
+    def _mujoco(self, what: str) -> Any:
+        values = getattr(self._batch, what, None)
+        if values is None:
+            raise AttributeError(
+                f"{self.family.name} is not simulated by MuJoCo here: its env has no model or data"
+            )
+        return values[0]
+
     def sample_tasks(self, n: int, rng: np.random.Generator | None = None) -> list[Task]:
         """Draw ``n`` tasks; with no ``rng``, from this env's ``np_random`` (seeded by reset)."""
         return self.family.sample_tasks(n, self.np_random if rng is None else rng)

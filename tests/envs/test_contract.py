@@ -15,12 +15,21 @@ import warnings
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from metarl.envs import FAMILIES, MetaEnv, ParamSpec, TaskFamily, env_id, make_family
+from metarl.envs import (
+    FAMILIES,
+    MetaEnv,
+    MujocoTaskFamily,
+    ParamSpec,
+    TaskFamily,
+    env_id,
+    make_family,
+)
 from metarl.tasks import Task
 
 CASES = [
@@ -347,4 +356,28 @@ def test_render_rgb_array(name: str, variant: str) -> None:
     assert frame.shape == (48, 64, 3)
     assert frame.dtype == np.uint8
     assert len(np.unique(frame.reshape(-1, 3), axis=0)) > 1, f"{name}: the frame is constant"
+    env.close()
+
+
+@pytest.mark.parametrize(("name", "variant"), ONE_PER_FAMILY)
+def test_the_env_exposes_its_live_mujoco_model_and_data(name: str, variant: str) -> None:
+    env = gym.make(env_id(name), variant=variant)
+    env.reset(seed=0)
+    unwrapped = env.unwrapped
+    if not isinstance(unwrapped.family, MujocoTaskFamily):
+        with pytest.raises(AttributeError, match="not simulated by MuJoCo"):
+            _ = unwrapped.data
+        return
+    model, data = unwrapped.model, unwrapped.data
+    assert isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData)
+    before, qpos = data.time, data.qpos.copy()
+    env.step(env.action_space.sample())
+    assert unwrapped.data is data  # the same live data, stepped in place
+    assert data.time == pytest.approx(before + unwrapped.dt)
+    assert not np.array_equal(data.qpos, qpos)
+    if unwrapped.family.per_task_model:  # a dynamics task changes this env's own model
+        masses = model.body_mass.copy()
+        task = unwrapped.sample_tasks(1, np.random.default_rng(3))[0]
+        unwrapped.set_task(task)
+        assert not np.array_equal(unwrapped.model.body_mass, masses)
     env.close()
