@@ -68,8 +68,9 @@ class RL2PPOConfig:
     """Episodes per trial; the recurrent state is reset only between trials."""
     trials_per_task: int = 1
     """Trials sampled per task in each meta-iteration."""
-    cell: str = "gru"
-    """Recurrent cell: lstm or gru."""
+    cell: str = "lstm"
+    """Recurrent cell: lstm (the Meta-LSTM) or gru (what garage's and VariBAD's RL^2 use; the
+    ``default`` and ``varibad`` presets follow them)."""
     hidden_size: int = 64
     """Width of the recurrent state h."""
     init_std: float = 1.0
@@ -194,11 +195,12 @@ class RL2PPO(MetaAgent):
         laptop CPU (on Point2DNav, episode 2 of a trial is clearly better than episode 1).
         """
         if name == "default":
-            return RL2PPOConfig()
+            return RL2PPOConfig(cell="gru")
         if name == "varibad":
             return RL2PPOConfig(
                 meta_batch_size=16,
                 episodes_per_trial=2,
+                cell="gru",
                 hidden_size=128,
                 gamma=0.97,
                 gae_lambda=0.9,
