@@ -98,6 +98,13 @@ CHEETAH_VEL_BUDGET = 76_000_000
 PARAMS_BUDGET = 6_000_000
 """HalfCheetahParams' (no published number): the same for every agent, about ten minutes of a
 core per seed."""
+ML1_BUDGET = 3_600_000
+"""Meta-World ML1's: about an hour of one core (one reach-v3 step is about a millisecond with
+the policy); the published ML1 runs sample tens of millions of steps. Run these cells from the
+Meta-World environment: ``.venv-mujoco33/bin/python benchmarks/results.py run ...``."""
+ML1_PROTOCOL = {"num_tasks": 20, "num_steps": 2, "episodes_per_step": 10, "seeds": (0,)}
+"""Meta-World's meta-test at a budget that fits beside training (300k env steps): 20 of the 50
+held-out goals, 10 episodes (RL^2: trials) per step, one sampling seed."""
 ANT_DIR_BUDGET = 20_000_000
 """AntDir's: what one core samples in a few hours (the paper's run is 368M env steps)."""
 
@@ -188,6 +195,31 @@ CELLS: dict[str, Cell] = {
             flags=("--cell", "gru"),
             group="HalfCheetahParams (pearl, H = 200), 6M env steps",
             note="garage's settings, iterations set by the budget",
+        ),
+        Cell(
+            "ml1-reach-maml-trpo",
+            "maml-trpo",
+            "ML1-reach-v3",
+            None,
+            "default",
+            budget=ML1_BUDGET,
+            flags=("--meta-batch-size", "10", "--episodes-per-task", "10"),
+            eval_overrides=dict(ML1_PROTOCOL),
+            group="ML1-reach-v3 (Meta-World, H = 500), 3.6M env steps",
+            note="meta-batch 10 x 10 episodes (36 iterations in the budget); meta-tested on "
+            "20 held-out goals, success rate beside the return",
+        ),
+        Cell(
+            "ml1-reach-rl2-ppo",
+            "rl2-ppo",
+            "ML1-reach-v3",
+            None,
+            "default",
+            budget=ML1_BUDGET,
+            eval_overrides=dict(ML1_PROTOCOL),
+            group="ML1-reach-v3 (Meta-World, H = 500), 3.6M env steps",
+            note="garage's RL^2-PPO settings (GRU, 4 episodes per trial), iterations set by "
+            "the budget; the meta-test's steps are episodes 1-3 of a trial",
         ),
         Cell(
             "ant-dir-maml-trpo",
@@ -876,9 +908,13 @@ def report(results: Path = RESULTS, docs: Path = DOCS, readme: Path | None = Non
 
 def _list() -> int:
     for cell in CELLS.values():
-        total = iterations(cell)
-        run, config = _resolved(cell)
-        steps = total * steps_per_iteration(cell.algo, config, _horizon(run))
+        try:
+            total = iterations(cell)
+            run, config = _resolved(cell)
+            steps = total * steps_per_iteration(cell.algo, config, _horizon(run))
+        except (ImportError, ValueError) as exc:  # e.g. Meta-World not installed here
+            print(f"{cell.name:<32} {cell.algo:<12} {cell.family}: not here ({exc})")
+            continue
         print(
             f"{cell.name:<32} {cell.algo:<12} {cell.family}/{cell.variant or 'default'}: "
             f"{total} iterations, at most {steps / 1e6:.1f}M env steps, protocol {cell.protocol}"

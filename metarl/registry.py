@@ -48,6 +48,10 @@ AGENT_GROUP = "metarl.agents"
 _families: dict[str, type[TaskFamily] | EntryPoint] = {}
 _agents: dict[str, type[MetaAgent] | EntryPoint] = {}
 _discovered: set[str] = set()
+_NOTHING_INSTALLED = (
+    "no {what} are registered: metarl's entry points ({group}) are missing from this "
+    "environment, as after an install older than the code; reinstall it (pip install -e .)"
+)
 
 
 def close_matches(name: str, options: Sequence[str]) -> str:
@@ -57,12 +61,19 @@ def close_matches(name: str, options: Sequence[str]) -> str:
 
 
 def _discover(group: str, table: dict[str, Any]) -> None:
-    """Add the installed entry points of ``group`` (once; a registered class wins)."""
-    if group in _discovered:
-        return
-    _discovered.add(group)
-    for ep in entry_points(group=group):
-        table.setdefault(ep.name, ep)
+    """Add the installed entry points of ``group`` (once; a registered class wins).
+
+    Raises:
+        ValueError: nothing at all is registered (an environment whose metarl install
+            predates its entry points), with the command that fixes it.
+    """
+    if group not in _discovered:
+        _discovered.add(group)
+        for ep in entry_points(group=group):
+            table.setdefault(ep.name, ep)
+    if not table:
+        what = "task families" if group == FAMILY_GROUP else "algorithms"
+        raise ValueError(_NOTHING_INSTALLED.format(what=what, group=group))
 
 
 def _resolve(table: dict[str, Any], name: str) -> Any:

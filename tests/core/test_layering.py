@@ -106,3 +106,14 @@ def test_a_family_registered_at_run_time_is_built_by_name(monkeypatch: pytest.Mo
     assert isinstance(registry.make_family("MyNav-test"), MyNav)
     with pytest.raises(ValueError, match="already registered"):
         registry.register_family(type("Other", (Point2DNav,), {"name": "MyNav-test"}))
+
+
+def test_an_install_without_entry_points_says_how_to_fix_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What an environment installed before the entry points existed looks like.
+    monkeypatch.setattr(registry, "_agents", {})
+    monkeypatch.setattr(registry, "_discovered", {registry.FAMILY_GROUP})
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    with pytest.raises(ValueError, match=r"no algorithms are registered.*pip install -e \."):
+        registry.agent_class("maml-trpo")
