@@ -1077,7 +1077,7 @@ def _progress(enabled: bool, total: int, desc: str, unit: str) -> Any:
 def _cell(summary: Summary, width: int) -> str:
     """``mean [low, high]`` of one summary, padded to ``width`` (one value has no interval)."""
     if summary.diverged:
-        return f"diverged ({summary.diverged} of {summary.n})".ljust(width)
+        return f"{'diverged':>9}  ({summary.diverged} of {summary.n} task-seed values)".ljust(width)
     interval = f"[{summary.ci_low:.2f}, {summary.ci_high:.2f}]" if summary.n > 1 else "(one value)"
     return f"{summary.mean:9.2f}  {interval:<20}".ljust(width)
 
@@ -1089,7 +1089,7 @@ def format_table(result: EvalResult) -> list[str]:
 
     A step where some (task, seed) values diverged shows how many instead of a mean.
     """
-    width = 33
+    width = 36
     agent = result.summaries()
     base = result.baseline_summaries()
     rates = result.success_summaries()
@@ -1115,10 +1115,16 @@ def format_table(result: EvalResult) -> list[str]:
             line += f"{rate.mean:9.1%}  [{rate.ci_low:.1%}, {rate.ci_high:.1%}]"
         lines.append(line.rstrip())
     seeds, tasks = len(result.protocol.seeds), len(result.tasks)
-    note = f"  n = {seeds * tasks} ({tasks} tasks x {seeds} seeds)"
+
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}" + ("s" if n != 1 else "")
+
+    note = f"  n = {seeds * tasks} ({count(tasks, 'task')} x {count(seeds, 'seed')})"
     if base:
-        note += f", sb3-ppo-scratch n = {len(result.baseline_tasks)} tasks"
+        note += f", sb3-ppo-scratch n = {count(len(result.baseline_tasks), 'task')}"
     note += "; env steps per task before the step"
+    if any(summ.diverged for summ in agent):
+        note += "; diverged: non-finite actions, observations or rewards"
     lines.append(note)
     return lines
 
