@@ -6,7 +6,7 @@
     metarl train maml-trpo --env HalfCheetahVel --preset quick --iterations 20 --seed 1
     metarl train maml-trpo --resume runs/maml-trpo-HalfCheetahVel-...
     metarl eval runs/RUN_A runs/RUN_B --protocol paper   # meta-test: RUN/eval/paper.{csv,json,png}
-    metarl render runs/RUN_A --task-index 3 --gif         # adaptation video under videos/
+    metarl render runs/RUN_A --task-index 3 --gif         # videos/RUN_A/<family>-<task>.mp4
 
 Every option of ``train`` is a field of :class:`metarl.train.RunArgs` or of the algorithm's
 config dataclass (``metarl train ALGO --help`` lists them with their docs); the preset gives
@@ -507,7 +507,9 @@ def _render_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarl render",
         description="Render a held-out task (or --task) before adaptation and after each "
-        "adaptation step (RL^2: each episode of a trial), side by side, to an MP4.",
+        "adaptation step (RL^2: each episode of a trial), side by side, to an MP4. Each panel "
+        "shows its stage and return, the task and the robot's live speed or distance to the "
+        "goal.",
     )
     parser.add_argument("run", type=Path, metavar="RUN", help="run folder")
     parser.add_argument(
@@ -515,7 +517,12 @@ def _render_parser() -> argparse.ArgumentParser:
         help="task as JSON, e.g. '{\"velocity\": 1.5}' (default: held-out task --task-index)",
     )
     parser.add_argument("--task-index", type=int, default=0, help="which held-out test task")
-    parser.add_argument("--out", type=Path, help="MP4 path (default videos/<run>-<task id>.mp4)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="MP4 path (default videos/RUN/FAMILY-TASK.mp4, e.g. "
+        "HalfCheetahVel-velocity-0.28-test3.mp4, with any setting given here appended)",
+    )
     parser.add_argument(
         "--gif",
         action=argparse.BooleanOptionalAction,
@@ -528,7 +535,16 @@ def _render_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=320, help="panel width in pixels")
     parser.add_argument("--height", type=int, default=240, help="panel height in pixels")
     parser.add_argument("--fps", type=int, help="frames per second (default: real time)")
-    parser.add_argument("--camera", help="MuJoCo camera name or id (default: tracking)")
+    parser.add_argument(
+        "--camera", help="MuJoCo camera name or id (default: one tracking the robot)"
+    )
+    parser.add_argument(
+        "--overlay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the task and the live speed or distance on each panel and draw the target "
+        "(goal marker, direction arrow) in the scene (default: yes)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds resets and adaptation")
     parser.add_argument("--checkpoint", help="iteration number or checkpoint file")
     parser.add_argument(
@@ -577,6 +593,7 @@ def _render(argv: Sequence[str]) -> int:
             seed=args.seed,
             gif=args.gif,
             progress=args.progress,
+            overlay=args.overlay,
         )
     except RenderError as exc:
         raise UsageError(str(exc)) from exc
