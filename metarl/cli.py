@@ -416,7 +416,7 @@ def _earlier_eval(path: Path, iteration: int) -> str:
         return ""
     if earlier is None or earlier == iteration:
         return ""
-    return f" (replacing the evaluation of iteration {earlier}; --checkpoint {earlier} redoes it)"
+    return f" (replacing the evaluation of iteration {earlier})"
 
 
 def _eval(argv: Sequence[str]) -> int:
