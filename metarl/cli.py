@@ -5,8 +5,8 @@
     metarl list                                   # families, variants, algorithms, presets
     metarl train maml-trpo --env HalfCheetahVel --preset quick --iterations 20 --seed 1
     metarl train maml-trpo --resume runs/maml-trpo-HalfCheetahVel-...
-    metarl eval runs/RUN_A runs/RUN_B --protocol paper   # meta-test, CSV/JSON/PNG in RUN/eval
-    metarl render runs/RUN_A --task-index 3 --gif         # adaptation video under videos/
+    metarl eval runs/RUN_A runs/RUN_B --protocol paper   # meta-test: RUN/eval/paper.{csv,json,png}
+    metarl render runs/RUN_A --task-index 3 --gif         # videos/RUN_A/<family>-<task>.mp4
 
 Every option of ``train`` is a field of :class:`metarl.train.RunArgs` or of the algorithm's
 config dataclass (``metarl train ALGO --help`` lists them with their docs); the preset gives
@@ -342,12 +342,16 @@ def _list(argv: Sequence[str]) -> int:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
+    from metarl.evaluation import BASELINE_EPISODES, BASELINE_TASKS
+
     parser = argparse.ArgumentParser(
         prog="metarl eval",
         description="Meta-test runs on held-out tasks: mean return after 0..K adaptation steps "
         "(RL^2: episode 1..K+1 of a trial) with 95% confidence intervals over tasks x seeds, "
         "beside Stable-Baselines3 PPO learning the same tasks from scratch with the same env "
-        "steps. Writes RUN/eval/<protocol>.csv, .json and .png.",
+        "steps. Writes RUN/eval/NAME.csv, .json and .png, NAME saying the settings: the "
+        "protocol (quick), then each override (quick_num-tasks=3_seeds=0), so an eval with "
+        "other settings never replaces another.",
     )
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders")
     parser.add_argument(
@@ -367,14 +371,14 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baseline-tasks",
         type=int,
-        default=3,
-        help="held-out tasks the SB3 PPO baseline learns (default 3)",
+        default=BASELINE_TASKS,
+        help=f"held-out tasks the SB3 PPO baseline learns (default {BASELINE_TASKS})",
     )
     parser.add_argument(
         "--baseline-episodes",
         type=int,
-        default=5,
-        help="episodes per evaluation of the baseline (default 5)",
+        default=BASELINE_EPISODES,
+        help=f"episodes per evaluation of the baseline (default {BASELINE_EPISODES})",
     )
     parser.add_argument(
         "--baseline",
@@ -386,7 +390,7 @@ def _eval_parser() -> argparse.ArgumentParser:
         "--figure",
         type=Path,
         help="PNG of all runs together (default with "
-        "several runs: eval-<protocol>.png beside the first run folder)",
+        "several runs: eval-NAME.png beside the first run folder)",
     )
     parser.add_argument(
         "--backend", default="inline", choices=["inline", "processes", "ray"], help="sampler"
@@ -398,9 +402,21 @@ def _eval_parser() -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="show a progress bar (default: yes)",
+        help="show progress bars: the agent's episodes, then the baseline's tasks (default: yes)",
     )
     return parser
+
+
+def _earlier_eval(path: Path, iteration: int) -> str:
+    """A note when ``path`` (an eval JSON about to be replaced) holds another iteration's
+    evaluation with the same settings: the one thing its name does not say."""
+    try:
+        earlier = json.loads(path.read_text()).get("iteration")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if earlier is None or earlier == iteration:
+        return ""
+    return f" (replacing the evaluation of iteration {earlier})"
 
 
 def _eval(argv: Sequence[str]) -> int:
@@ -409,7 +425,9 @@ def _eval(argv: Sequence[str]) -> int:
     from metarl.evaluation import (
         check_writable,
         eval_dir,
+        eval_name,
         evaluate_run,
+        format_table,
         held_out_tasks,
         load_run,
         make_protocol,
@@ -419,6 +437,11 @@ def _eval(argv: Sequence[str]) -> int:
 
     if args.num_workers < 1:
         raise UsageError(f"--num-workers must be >= 1, got {args.num_workers}")
+    if args.baseline_tasks < 0 or args.baseline_episodes < 1:
+        raise UsageError(
+            "--baseline-tasks must be >= 0 and --baseline-episodes >= 1, got "
+            f"{args.baseline_tasks} and {args.baseline_episodes}"
+        )
     baseline_tasks = args.baseline_tasks if args.baseline else 0
     # Everything that can fail is checked before the first (long) evaluation starts.
     jobs = []
@@ -439,16 +462,22 @@ def _eval(argv: Sequence[str]) -> int:
                 f"{protocol.num_tasks} held-out tasks"
             )
         check_writable(eval_dir(run.path))
-        jobs.append((run, protocol))
+        name = eval_name(
+            protocol,
+            iteration=None if args.checkpoint is None else run.iteration,
+            baseline_tasks=baseline_tasks,
+            baseline_episodes=args.baseline_episodes,
+        )
+        jobs.append((run, protocol, name))
     figure = args.figure
     if figure is None and len(jobs) > 1:
-        figure = Path(args.runs[0]).resolve().parent / f"eval-{jobs[0][1].name}.png"
+        figure = Path(args.runs[0]).resolve().parent / f"eval-{jobs[0][2]}.png"
     if figure is not None:
         if Path(figure).suffix.lower() != ".png":
             raise UsageError(f"--figure must end in .png, got {figure}")
         check_writable(Path(figure).parent)
     results = []
-    for run, protocol in jobs:
+    for run, protocol, name in jobs:
         result = evaluate_run(
             run,
             protocol,
@@ -458,36 +487,17 @@ def _eval(argv: Sequence[str]) -> int:
             num_workers=args.num_workers,
             progress=args.progress,
         )
-        paths = write_eval(result, eval_dir(run.path))
-        png = plot_adaptation([result], eval_dir(run.path) / f"{protocol.name}.png")
+        note = _earlier_eval(eval_dir(run.path) / f"{name}.json", run.iteration)
+        paths = write_eval(result, eval_dir(run.path), name)
+        png = plot_adaptation([result], eval_dir(run.path) / f"{name}.png")
         results.append(result)
         print(
             f"{run.name} ({run.algo}, {run.family.name}, iteration {run.iteration}, "
             f"protocol {protocol.name}):"
         )
-        base = result.baseline_summaries()
-        for s, summ in enumerate(result.summaries()):
-            if summ.diverged:
-                line = (
-                    f"  {result.step_label(s):<10} {'diverged':>10}  "
-                    f"({summ.diverged} of {summ.n} task-seed values: non-finite actions, "
-                    "observations or rewards)"
-                )
-            else:
-                line = (
-                    f"  {result.step_label(s):<10} {summ.mean:10.2f}  "
-                    f"[{summ.ci_low:.2f}, {summ.ci_high:.2f}]"
-                )
-            if base:
-                line += f"   sb3-ppo-scratch {base[s].mean:10.2f}"
-            if result.reference is not None and s < len(result.reference.returns):
-                line += f"   published {result.reference.returns[s]:.1f}"
-            rates = result.success_summaries()
-            if rates:
-                rate = rates[s]
-                line += f"   success {rate.mean:.1%} [{rate.ci_low:.1%}, {rate.ci_high:.1%}]"
+        for line in format_table(result):
             print(line)
-        print(f"  wrote {paths['csv']}, {paths['json']}, {png}")
+        print(f"  wrote {paths['csv']}, {paths['json'].name}, {png.name}{note}")
     if figure is not None:
         print(f"figure: {plot_adaptation(results, figure)}")
     return 0
@@ -497,7 +507,9 @@ def _render_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarl render",
         description="Render a held-out task (or --task) before adaptation and after each "
-        "adaptation step (RL^2: each episode of a trial), side by side, to an MP4.",
+        "adaptation step (RL^2: each episode of a trial), side by side, to an MP4. Each panel "
+        "shows its stage and return, the task and the robot's live speed or distance to the "
+        "goal.",
     )
     parser.add_argument("run", type=Path, metavar="RUN", help="run folder")
     parser.add_argument(
@@ -505,7 +517,12 @@ def _render_parser() -> argparse.ArgumentParser:
         help="task as JSON, e.g. '{\"velocity\": 1.5}' (default: held-out task --task-index)",
     )
     parser.add_argument("--task-index", type=int, default=0, help="which held-out test task")
-    parser.add_argument("--out", type=Path, help="MP4 path (default videos/<run>-<task id>.mp4)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="MP4 path (default videos/RUN/FAMILY-TASK.mp4, e.g. "
+        "HalfCheetahVel-velocity-0.28-test3.mp4, with any setting given here appended)",
+    )
     parser.add_argument(
         "--gif",
         action=argparse.BooleanOptionalAction,
@@ -518,7 +535,16 @@ def _render_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=320, help="panel width in pixels")
     parser.add_argument("--height", type=int, default=240, help="panel height in pixels")
     parser.add_argument("--fps", type=int, help="frames per second (default: real time)")
-    parser.add_argument("--camera", help="MuJoCo camera name or id (default: tracking)")
+    parser.add_argument(
+        "--camera", help="MuJoCo camera name or id (default: one tracking the robot)"
+    )
+    parser.add_argument(
+        "--overlay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the task and the live speed or distance on each panel and draw the target "
+        "(goal marker, direction arrow) in the scene (default: yes)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds resets and adaptation")
     parser.add_argument("--checkpoint", help="iteration number or checkpoint file")
     parser.add_argument(
@@ -567,6 +593,7 @@ def _render(argv: Sequence[str]) -> int:
             seed=args.seed,
             gif=args.gif,
             progress=args.progress,
+            overlay=args.overlay,
         )
     except RenderError as exc:
         raise UsageError(str(exc)) from exc

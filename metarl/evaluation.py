@@ -11,7 +11,9 @@ steps per adaptation step on the same held-out tasks, learning from scratch. The
 MAML-TRPO numbers (Finn et al. 2017, :data:`PUBLISHED_MAML_TRPO`) are attached where family,
 variant, horizon and protocol match the paper's.
 
-A run's evaluation lands in ``RUN_DIR/eval/<protocol>.{csv,json,png}``.
+A run's evaluation lands in ``RUN_DIR/eval/<name>.{csv,json,png}``, the name saying the settings
+that made it (:func:`eval_name`: ``quick``, ``quick_num-tasks=3_seeds=0``,
+``paper_no-baseline``), so an evaluation with other settings never replaces another.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import math
 import os
 import secrets
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,11 +50,14 @@ __all__ = [
     "PublishedCurve",
     "Summary",
     "check_writable",
+    "eval_name",
     "evaluate_run",
+    "format_table",
     "held_out_tasks",
     "load_run",
     "make_protocol",
     "sb3_baseline",
+    "settings_name",
     "steps_per_adaptation",
     "student_t_quantile",
     "summarize",
@@ -62,6 +67,11 @@ __all__ = [
 ]
 
 EVAL_DIR = "eval"
+
+BASELINE_TASKS = 3
+"""Held-out tasks the SB3 baseline learns by default (``metarl eval --baseline-tasks``)."""
+BASELINE_EPISODES = 5
+"""Episodes per evaluation of the SB3 baseline by default (``--baseline-episodes``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +210,8 @@ class Protocol:
     """How a meta-test is run.
 
     Attributes:
-        name: the preset name (or ``custom``); names the output files.
+        name: the preset name, followed by the settings that differ from the preset
+            (``quick_num-tasks=3_seeds=0``, see :func:`make_protocol`); names the output files.
         num_tasks: held-out tasks used (the first ones of the test split).
         num_steps: adaptation steps K (RL^2: episodes 1..K+1 of a trial).
         episodes_per_step: episodes per task and adaptation step (RL^2: trials per task).
@@ -263,6 +274,40 @@ PAPER_PROTOCOL_CHANGES: dict[str, dict[str, Any]] = {
 }
 """Families whose paper meta-test differs from the common one."""
 
+PROTOCOL_FLAGS = {
+    "num_tasks": "num-tasks",
+    "num_steps": "num-adapt-steps",
+    "episodes_per_step": "episodes-per-step",
+    "step_sizes": "step-sizes",
+    "seeds": "seeds",
+    "task_split": "task-split",
+}
+"""Protocol field -> the ``metarl eval`` flag that sets it (the spelling file names use)."""
+
+
+def settings_name(base: str, settings: Mapping[str, Any]) -> str:
+    """``base`` followed by ``_flag=value`` for each setting, as a file name can hold it.
+
+    ``settings_name("quick", {"num-tasks": 3, "seeds": (0, 1)})`` is
+    ``"quick_num-tasks=3_seeds=0,1"``; a value of True is the bare flag (``no-baseline``).
+    Floats are written with ``%g``; path separators and spaces become ``-``.
+    """
+
+    def text(value: Any) -> str:
+        if isinstance(value, list | tuple):
+            return ",".join(text(v) for v in value)
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+    parts = [base]
+    for flag, value in settings.items():
+        parts.append(flag if value is True else f"{flag}={text(value)}")
+    name = "_".join(parts)
+    for bad in ("/", "\\", " ", "\t", "\n"):
+        name = name.replace(bad, "-")
+    return name
+
 
 def make_protocol(name: str, family: str, **overrides: Any) -> Protocol:
     """The preset ``name`` for ``family`` with ``overrides`` (fields of :class:`Protocol`).
@@ -284,12 +329,42 @@ def make_protocol(name: str, family: str, **overrides: Any) -> Protocol:
     if "seeds" in given:
         given["seeds"] = tuple(int(s) for s in given["seeds"])
     if given:
-        # A changed protocol is no longer the preset: say so in the file names.
+        # A changed protocol is no longer the preset: its name (and so its files) says how.
         changed = {k: v for k, v in given.items() if getattr(protocol, k) != v}
         if changed and "name" not in given:
-            given["name"] = "custom"
+            flags = {PROTOCOL_FLAGS.get(k, k.replace("_", "-")): v for k, v in changed.items()}
+            given["name"] = settings_name(name, flags)
         protocol = replace(protocol, **given)
     return protocol
+
+
+def eval_name(
+    protocol: Protocol,
+    iteration: int | None = None,
+    baseline_tasks: int = BASELINE_TASKS,
+    baseline_episodes: int = BASELINE_EPISODES,
+) -> str:
+    """The name of an evaluation's files: the protocol's name (preset and overrides), then
+    the other settings that differ from ``metarl eval``'s defaults.
+
+    Args:
+        protocol: from :func:`make_protocol`.
+        iteration: the evaluated checkpoint's iteration when one was chosen (``--checkpoint``);
+            None for the run's latest checkpoint.
+        baseline_tasks: tasks of the SB3 baseline (0: none, ``no-baseline``).
+        baseline_episodes: episodes per baseline evaluation (named only with a baseline).
+    """
+    extra: dict[str, Any] = {}
+    if iteration is not None:
+        extra["iteration"] = int(iteration)
+    if baseline_tasks == 0:
+        extra["no-baseline"] = True
+    else:
+        if baseline_tasks != BASELINE_TASKS:
+            extra["baseline-tasks"] = baseline_tasks
+        if baseline_episodes != BASELINE_EPISODES:
+            extra["baseline-episodes"] = baseline_episodes
+    return settings_name(protocol.name, extra)
 
 
 def held_out_tasks(family: TaskFamily, protocol: Protocol) -> list[Task]:
@@ -571,7 +646,7 @@ def sb3_baseline(
         steps_per_step: env steps per update (>= 2).
         eval_episodes: episodes per evaluation.
         seed: seed of the PPO models and evaluation resets (task k uses ``seed + k``).
-        progress: called with 1 after every evaluation (for a progress bar).
+        progress: called with 1 after every task (for a progress bar counting tasks).
     """
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import Logger
@@ -607,11 +682,11 @@ def sb3_baseline(
                     model.learn(total_timesteps=steps_per_step, reset_num_timesteps=False)
                 returns = _rollout_returns(model, eval_env, eval_episodes, 10_000 * (seed + k))
                 out[k, s] = float(np.mean(returns))
-                if progress is not None:
-                    progress(1)
         finally:
             env.close()
             eval_env.close()
+        if progress is not None:
+            progress(1)
     return out
 
 
@@ -637,7 +712,7 @@ CSV_COLUMNS = (
     "env_steps",
     "diverged",
 )
-"""Columns of ``eval/<protocol>.csv``: one row per curve (agent, baseline, published) and step;
+"""Columns of ``eval/<name>.csv``: one row per curve (agent, baseline, published) and step;
 ``env_steps`` is the adaptation budget spent before that step's episodes, per task;
 ``diverged`` counts the ``n`` (task, seed) values that diverged (then ``mean`` and the interval
 are NaN)."""
@@ -867,8 +942,8 @@ def check_writable(folder: Path) -> None:
 def evaluate_run(
     run: LoadedRun,
     protocol: Protocol,
-    baseline_tasks: int = 3,
-    baseline_eval_episodes: int = 5,
+    baseline_tasks: int = BASELINE_TASKS,
+    baseline_eval_episodes: int = BASELINE_EPISODES,
     backend: str = "inline",
     num_workers: int = 1,
     progress: bool = False,
@@ -881,7 +956,8 @@ def evaluate_run(
         baseline_tasks: held-out tasks the from-scratch PPO learns (0: no baseline).
         baseline_eval_episodes: episodes per baseline evaluation.
         backend, num_workers: the sampler (see :func:`metarl.train.make_sampler`).
-        progress: show a progress bar.
+        progress: show progress bars: the agent's episodes (every task, adaptation step and
+            seed), then the baseline's tasks.
     """
     from metarl.family import FamilyTaskSampler
     from metarl.train import make_sampler
@@ -898,9 +974,13 @@ def evaluate_run(
     if not _takes_step_size(agent):
         step_sizes = None  # Reptile adapts with its own optimizer, RL^2 in its hidden state
     per_step = steps_per_adaptation(agent, protocol, family.horizon)
-    total = len(protocol.seeds) + baseline_tasks * (protocol.num_steps + 1)
-    bar = _progress(progress, total, f"eval {run.name}")
-    sampler = make_sampler(FamilyTaskSampler(family), agent.policy, backend, num_workers)
+    # Every agent plays episodes_per_step episodes (RL^2: trials of num_steps + 1 episodes)
+    # per task and adaptation step.
+    episodes = len(protocol.seeds) * len(tasks) * (protocol.num_steps + 1)
+    bar = _progress(progress, episodes * protocol.episodes_per_step, f"eval {run.name}", "episode")
+    sampler: Any = make_sampler(FamilyTaskSampler(family), agent.policy, backend, num_workers)
+    if bar is not None:
+        sampler = _CountingSampler(sampler, bar.update)
     try:
         curves, success = [], []
         for seed in protocol.seeds:
@@ -915,12 +995,13 @@ def evaluate_run(
             curves.append(measured["return"])
             if "success" in measured:
                 success.append(measured["success"])
-            if bar is not None:
-                bar.update(1)
     finally:
         sampler.close()
+        if bar is not None:
+            bar.close()
     baseline = None
     if baseline_tasks > 0:
+        bar = _progress(progress, baseline_tasks, "sb3-ppo-scratch", "task")
         try:
             baseline = sb3_baseline(
                 family,
@@ -934,8 +1015,6 @@ def evaluate_run(
         finally:
             if bar is not None:
                 bar.close()
-    elif bar is not None:
-        bar.close()
     return EvalResult(
         run=run.name,
         algo=run.algo,
@@ -956,12 +1035,98 @@ def evaluate_run(
     )
 
 
-def _progress(enabled: bool, total: int, desc: str) -> Any:
+class _CountingSampler:
+    """A sampler that reports how many episodes each of its batches held (for a progress bar).
+
+    The agents' meta-test samples one batch per adaptation step (RL^2: one batch of whole
+    trials), so the bar moves with every batch, not once per seed. Everything but
+    :meth:`sample` is the wrapped sampler's.
+    """
+
+    def __init__(self, sampler: Any, count: Callable[[int], object]) -> None:
+        self._sampler = sampler
+        self._count = count
+
+    def sample(
+        self,
+        tasks: Sequence[Any],
+        episodes_per_task: int,
+        params: Any = None,
+        *,
+        seed: int,
+        episodes_per_trial: int = 1,
+    ) -> Any:
+        batch = self._sampler.sample(
+            tasks, episodes_per_task, params, seed=seed, episodes_per_trial=episodes_per_trial
+        )
+        self._count(len(tasks) * episodes_per_task * episodes_per_trial)
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sampler, name)
+
+
+def _progress(enabled: bool, total: int, desc: str, unit: str) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="part", dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+def _cell(summary: Summary, width: int) -> str:
+    """``mean [low, high]`` of one summary, padded to ``width`` (one value has no interval)."""
+    if summary.diverged:
+        return f"{'diverged':>9}  ({summary.diverged} of {summary.n} task-seed values)".ljust(width)
+    interval = f"[{summary.ci_low:.2f}, {summary.ci_high:.2f}]" if summary.n > 1 else "(one value)"
+    return f"{summary.mean:9.2f}  {interval:<20}".ljust(width)
+
+
+def format_table(result: EvalResult) -> list[str]:
+    """The lines ``metarl eval`` prints for one result: a header row, one row per adaptation
+    step (the agent's mean return and 95% interval, the from-scratch baseline's, the published
+    curve's and the success rate, where each exists), and a line saying what n is.
+
+    A step where some (task, seed) values diverged shows how many instead of a mean.
+    """
+    width = 36
+    agent = result.summaries()
+    base = result.baseline_summaries()
+    rates = result.success_summaries()
+    ref = result.reference
+    head = f"  {'step' if not result.recurrent else 'episode':<10} {'env steps':>9}  "
+    head += f"{'agent':>9}  {'95% CI':<20}".ljust(width)
+    if base:
+        head += f"{'sb3-ppo-scratch':>9}  {'95% CI':<20}".ljust(width)
+    if ref is not None:
+        head += f"{'published':>9}  "
+    if rates:
+        head += f"{'success':>9}  95% CI"
+    lines = [head.rstrip()]
+    for s, summ in enumerate(agent):
+        line = f"  {result.step_label(s):<10} {s * result.steps_per_step:>9}  " + _cell(summ, width)
+        if base:
+            line += _cell(base[s], width)
+        if ref is not None:
+            value = f"{ref.returns[s]:.1f}" if s < len(ref.returns) else ""
+            line += f"{value:>9}  "
+        if rates:
+            rate = rates[s]
+            line += f"{rate.mean:9.1%}  [{rate.ci_low:.1%}, {rate.ci_high:.1%}]"
+        lines.append(line.rstrip())
+    seeds, tasks = len(result.protocol.seeds), len(result.tasks)
+
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}" + ("s" if n != 1 else "")
+
+    note = f"  n = {seeds * tasks} ({count(tasks, 'task')} x {count(seeds, 'seed')})"
+    if base:
+        note += f", sb3-ppo-scratch n = {count(len(result.baseline_tasks), 'task')}"
+    note += "; env steps per task before the step"
+    if any(summ.diverged for summ in agent):
+        note += "; diverged: non-finite actions, observations or rewards"
+    lines.append(note)
+    return lines
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -978,15 +1143,21 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def write_eval(result: EvalResult, folder: Path) -> dict[str, Path]:
-    """Write ``<protocol>.csv`` and ``<protocol>.json`` into ``folder`` (atomically).
+def write_eval(result: EvalResult, folder: Path, name: str | None = None) -> dict[str, Path]:
+    """Write ``<name>.csv`` and ``<name>.json`` into ``folder`` (atomically).
+
+    Args:
+        result: from :func:`evaluate_run`.
+        folder: where the files go (created if needed).
+        name: the files' name, :func:`eval_name` of the evaluation's settings; default the
+            protocol's name.
 
     Returns:
         ``{"csv": path, "json": path}``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = result.protocol.name
+    stem = result.protocol.name if name is None else name
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()

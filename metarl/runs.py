@@ -4,8 +4,9 @@ A run folder looks like::
 
     runs/maml-trpo-HalfCheetahVel-20261126-130000/
         config.json          # format version, algorithm, family, every resolved setting
-        metrics.csv          # one row per iteration
-        tb/                  # TensorBoard events (same keys as the CSV)
+        metrics.csv          # one row per iteration: iteration, env_steps_total, metrics
+        tb/                  # TensorBoard events (same keys; global step env_steps_total)
+        wandb/               # Weights & Biases' local files (runs trained with --track)
         checkpoints/
             latest.pt        # written atomically after every checkpointed iteration
             iter_000050.pt   # kept every ``keep_every`` iterations
@@ -26,7 +27,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,13 @@ import numpy as np
 import torch
 
 __all__ = [
+    "ENV_STEPS_TOTAL",
     "FORMAT_VERSION",
     "MetricsLogger",
     "RunError",
     "RunLock",
     "TrainingError",
+    "WandbSettings",
     "atomic_torch_save",
     "capture_rng_state",
     "checksum",
@@ -50,6 +53,7 @@ __all__ = [
     "read_run_config",
     "record_resume",
     "remove_stale_temporaries",
+    "require_wandb",
     "resolve_device",
     "restore_rng_state",
     "to_jsonable",
@@ -526,31 +530,155 @@ def _read_metrics(path: Path, start: int) -> tuple[list[str] | None, list[dict[s
     return header, rows
 
 
+ENV_STEPS = "env_steps"
+"""Metric key of the env steps an iteration sampled (every agent's ``train_step`` returns it)."""
+ENV_STEPS_TOTAL = "env_steps_total"
+"""Column of the env steps of every iteration so far, this one included: TensorBoard's global
+step, as in Stable-Baselines3 and cleanrl."""
+WANDB_DIR = "wandb"
+"""Where Weights & Biases keeps a tracked run's local files, inside the run folder."""
+WANDB_ID_FILE = "metarl-run-id"
+"""File in :data:`WANDB_DIR` with the Weights & Biases run id, so a resumed run logs into the
+same Weights & Biases run."""
+
+
+def _add_env_steps_total(fields: list[str] | None, rows: list[dict[str, str]]) -> list[str] | None:
+    """Give the rows of an earlier version's ``metrics.csv`` (no :data:`ENV_STEPS_TOTAL`
+    column) the cumulative env steps, in place; returns the header with the column."""
+    if fields is None or ENV_STEPS_TOTAL in fields or ENV_STEPS not in fields:
+        return fields
+    total = 0.0
+    for row in rows:
+        total += float(row[ENV_STEPS])
+        row[ENV_STEPS_TOTAL] = str(total)
+    return [fields[0], ENV_STEPS_TOTAL, *fields[1:]]
+
+
+def require_wandb(hint: str = "or leave out --track") -> None:
+    """Check that Weights & Biases can be imported, before any work starts.
+
+    Raises:
+        ValueError: one line naming ``pip install wandb``.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise ValueError(
+            f"--track logs to Weights & Biases, which is not installed: pip install wandb ({hint})"
+        )
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """Where a tracked run logs in Weights & Biases (cleanrl's ``--track`` options).
+
+    Attributes:
+        project: the project (``--wandb-project``).
+        entity: the team or user (``--wandb-entity``); None: the account's default.
+        name: the run's name there (the run folder's name).
+        config: the run's resolved settings (its ``config.json``).
+    """
+
+    project: str
+    entity: str | None
+    name: str
+    config: Mapping[str, Any]
+
+
+def _start_wandb(run_dir: Path, settings: WandbSettings) -> Any:
+    """``wandb.init`` for the run in ``run_dir``, mirroring its TensorBoard scalars (what
+    cleanrl does); a resumed run continues the Weights & Biases run its folder names.
+
+    Raises:
+        RunError: Weights & Biases did not start (not logged in, no network), in one line.
+    """
+    import secrets
+
+    import wandb
+
+    folder = Path(run_dir) / WANDB_DIR
+    folder.mkdir(exist_ok=True)
+    id_file = folder / WANDB_ID_FILE
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        run_id = secrets.token_hex(8)  # wandb run ids: lowercase letters and digits
+        _atomic_write_text(id_file, run_id + "\n")
+    try:
+        return wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            name=settings.name,
+            id=run_id,
+            resume="allow",
+            dir=str(run_dir),
+            config=dict(settings.config),
+            sync_tensorboard=True,
+        )
+    except Exception as exc:  # wandb raises its own types; the run stops with one line
+        raise RunError(
+            f"--track: Weights & Biases did not start ({one_line(exc)}); run `wandb login`, "
+            "or set WANDB_MODE=offline to keep the logs in the run folder"
+        ) from exc
+
+
 class MetricsLogger:
     """One CSV row and one TensorBoard scalar per key and iteration.
 
+    Each row holds the ``iteration``, :data:`ENV_STEPS_TOTAL` (the env steps of this iteration
+    and all before it, from the metrics' ``env_steps``) and the metrics. TensorBoard's global
+    step is :data:`ENV_STEPS_TOTAL` (the iteration where the metrics have no ``env_steps``),
+    with the iteration logged as the scalar ``iteration``.
+
     On resume at iteration ``start``, rows from ``start`` on are dropped from the CSV and
-    TensorBoard events after it are purged, so a resumed run's logs equal an uninterrupted one's.
+    TensorBoard events after it are purged, so a resumed run's logs equal an uninterrupted one's;
+    the total continues from the last kept row. An earlier version's ``metrics.csv`` gets the
+    :data:`ENV_STEPS_TOTAL` column, computed from its rows.
+
+    Args:
+        run_dir: the run folder.
+        start_iteration: the iteration training continues from (0 for a new run).
+        tensorboard: also write TensorBoard events under ``run_dir/tb``.
+        wandb: also log to Weights & Biases (it mirrors the TensorBoard events; needs
+            ``tensorboard``).
     """
 
-    def __init__(self, run_dir: Path, start_iteration: int = 0, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        start_iteration: int = 0,
+        tensorboard: bool = True,
+        wandb: WandbSettings | None = None,
+    ) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         self._fields: list[str] | None = None
+        rows: list[dict[str, str]] = []
+        if wandb is not None and not tensorboard:
+            raise ValueError("Weights & Biases mirrors the TensorBoard events: keep tensorboard")
         if self.path.exists():
             self._fields, rows = _read_metrics(self.path, start_iteration)
+            self._fields = _add_env_steps_total(self._fields, rows)
             self._rewrite(rows)
         elif start_iteration > 0:
             raise RunError(
                 f"cannot resume: {self.path} is missing, but the checkpoint is at iteration "
                 f"{start_iteration} (its rows are lost); restore the file, or start a new run"
             )
+        counted = self._fields is not None and ENV_STEPS_TOTAL in self._fields
+        self.env_steps_total = float(rows[-1][ENV_STEPS_TOTAL]) if counted and rows else 0.0
+        """The env steps of every iteration logged so far."""
+        self._wandb = None
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(
-                log_dir=str(Path(run_dir) / "tb"), purge_step=start_iteration or None
-            )
+            if wandb is not None:
+                self._wandb = _start_wandb(Path(run_dir), wandb)  # before the writer it mirrors
+            purge = None
+            if start_iteration > 0:
+                # Events from the resumed iteration on (steps above the kept total) go.
+                purge = int(self.env_steps_total) + 1 if counted else start_iteration
+            self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge)
         self._started = time.time()
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
@@ -563,7 +691,17 @@ class MetricsLogger:
         _atomic_write_text(self.path, buf.getvalue())
 
     def log(self, iteration: int, metrics: Mapping[str, float]) -> None:
-        row = {"iteration": iteration, **{k: float(v) for k, v in metrics.items()}}
+        """Append iteration ``iteration``'s row and write its TensorBoard scalars.
+
+        Raises:
+            ValueError: a key the first iteration did not log.
+        """
+        row: dict[str, float] = {"iteration": iteration}
+        total = self.env_steps_total
+        if ENV_STEPS in metrics:
+            total += float(metrics[ENV_STEPS])
+            row[ENV_STEPS_TOTAL] = total
+        row.update({k: float(v) for k, v in metrics.items()})
         if self._fields is None:
             self._fields = list(row)
             with self.path.open("w", newline="") as f:
@@ -573,13 +711,19 @@ class MetricsLogger:
             raise ValueError(f"metrics keys {unknown} were not logged at the first iteration")
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self._fields).writerow(row)
+        self.env_steps_total = total
         if self._writer is not None:
+            step = int(total) if ENV_STEPS in metrics else iteration
+            self._writer.add_scalar("iteration", iteration, step)
             for key, value in metrics.items():
                 if math.isfinite(float(value)):
-                    self._writer.add_scalar(key, float(value), iteration)
+                    self._writer.add_scalar(key, float(value), step)
             self._writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None

@@ -29,10 +29,12 @@ from metarl.runs import (
     LATEST,
     LOCK_FILE,
     METRICS_FILE,
+    WANDB_DIR,
     MetricsLogger,
     RunError,
     RunLock,
     TrainingError,
+    WandbSettings,
     capture_rng_state,
     create_run_dir,
     kept_checkpoints,
@@ -43,6 +45,7 @@ from metarl.runs import (
     read_run_config,
     record_resume,
     remove_stale_temporaries,
+    require_wandb,
     resolve_device,
     restore_rng_state,
     save_checkpoint,
@@ -94,6 +97,13 @@ class RunArgs:
     checkpoint_every is; each also refreshes latest.pt)."""
     progress: bool = True
     """Show a progress bar."""
+    track: bool = False
+    """Also log the metrics to Weights & Biases (pip install wandb), as cleanrl's --track
+    does: it mirrors the TensorBoard events, whose step is the env steps so far."""
+    wandb_project: str = "metarl"
+    """Weights & Biases project of a tracked run."""
+    wandb_entity: str | None = None
+    """Weights & Biases team or user of a tracked run; None: the account's default."""
 
 
 def build_agent(algo: str, config: Any, family: Any, device: torch.device) -> MetaAgent:
@@ -116,6 +126,9 @@ def _check_run_args(run: RunArgs, iterations: int) -> None:
 # other setting given with --resume must equal the run's own.
 RESUME_RUN_SETTINGS = (
     "progress",
+    "track",
+    "wandb_project",
+    "wandb_entity",
     "device",
     "backend",
     "num_workers",
@@ -265,6 +278,8 @@ def train(
         config = replace(config, iterations=int(iterations))
     iterations = int(config.iterations)
     _check_run_args(run, iterations)
+    if run.track:
+        require_wandb("or leave out --track" if run.resume is None else "or resume with --no-track")
     source, described = _task_source(run, task_sampler)
     threads = torch.get_num_threads()
     torch.set_num_threads(run.torch_threads)
@@ -329,7 +344,13 @@ def _train(
                 {"algo": algo, "run": asdict(run), "config": asdict(config), "family": described},
             )
             lock = RunLock(run_dir)
-        logger = MetricsLogger(run_dir, start_iteration=start)
+        tracked = None
+        if run.track:
+            saved_config = read_run_config(run_dir)
+            tracked = WandbSettings(
+                run.wandb_project, run.wandb_entity, Path(run_dir).resolve().name, saved_config
+            )
+        logger = MetricsLogger(run_dir, start_iteration=start, wandb=tracked)
     except BaseException as exc:
         sampler.close()
         if lock is not None:
@@ -513,7 +534,7 @@ def _stop(
 def _never_started(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds only what a new run writes before its first checkpoint."""
     run_dir = Path(run_dir)
-    ours = {CONFIG_FILE, METRICS_FILE, LOCK_FILE, CHECKPOINT_DIR, "tb"}
+    ours = {CONFIG_FILE, METRICS_FILE, LOCK_FILE, CHECKPOINT_DIR, "tb", WANDB_DIR}
     if not (run_dir / CONFIG_FILE).is_file() or not run_dir.is_dir():
         return False
     if any(p.name not in ours for p in run_dir.iterdir()):
@@ -529,7 +550,7 @@ def _remove_run_dir(run_dir: Path, keep_folder: bool = False) -> None:
     run_dir = Path(run_dir)
     for name in (CONFIG_FILE, METRICS_FILE, LOCK_FILE):
         (run_dir / name).unlink(missing_ok=True)
-    for name in (CHECKPOINT_DIR, "tb"):
+    for name in (CHECKPOINT_DIR, "tb", WANDB_DIR):
         shutil.rmtree(run_dir / name, ignore_errors=True)
     if keep_folder:
         return

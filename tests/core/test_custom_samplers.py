@@ -86,7 +86,8 @@ def test_a_tasks_run_trains_evaluates_renders_and_resumes(
     eval_args = ["--num-tasks", "2", "--num-adapt-steps", "1", "--episodes-per-step", "2"]
     eval_args += ["--seeds", "0", "--no-baseline", "--no-progress"]
     assert main(["eval", str(run_dir), *eval_args]) == 0
-    rows = list(csv.DictReader((run_dir / "eval" / "custom.csv").open()))
+    stem = "quick_num-tasks=2_num-adapt-steps=1_episodes-per-step=2_seeds=0_no-baseline"
+    rows = list(csv.DictReader((run_dir / "eval" / f"{stem}.csv").open()))
     assert [r["step"] for r in rows] == ["0", "1"]
 
     video = tmp_path / "adapt.mp4"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -246,7 +247,8 @@ def test_eval_reports_a_diverged_step_as_diverged(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "step 1       diverged  (2 of 2 task-seed values" in out
+    assert re.search(r"\n  step 1 +100 +diverged  \(2 of 2 task-seed values\)", out), out
+    assert "diverged: non-finite actions, observations or rewards" in out
     assert " 0.00 " not in out
 
 

@@ -21,12 +21,14 @@ from metarl.evaluation import (
     EvalResult,
     Protocol,
     eval_dir,
+    eval_name,
     evaluate_run,
     held_out_tasks,
     load_run,
     make_protocol,
     published_reference,
     sb3_baseline,
+    settings_name,
     student_t_quantile,
     summarize,
     write_atomically,
@@ -85,8 +87,14 @@ def test_protocol_presets_and_overrides() -> None:
     # The AntDir test script's later steps: learning rate 0.01 x 0.1.
     assert make_protocol("paper", "AntDir").step_sizes == (0.1, 0.001, 0.001)
     custom = make_protocol("quick", "Point2DNav", num_tasks=3, seeds=[4])
-    assert (custom.name, custom.num_tasks, custom.seeds) == ("custom", 3, (4,))
+    assert (custom.name, custom.num_tasks, custom.seeds) == ("quick_num-tasks=3_seeds=4", 3, (4,))
     assert make_protocol("quick", "Point2DNav", num_tasks=None).name == "quick"
+    # An override equal to the preset's value is no override; the paper's per-family changes
+    # are part of the preset.
+    assert make_protocol("quick", "Point2DNav", num_tasks=10, seeds=[0, 1]).name == "quick"
+    assert make_protocol("paper", "AntDir").name == "paper"
+    steps = make_protocol("paper", "HalfCheetahVel", num_steps=1, step_sizes=[0.2])
+    assert steps.name == "paper_num-adapt-steps=1_step-sizes=0.2"
     with pytest.raises(ValueError, match="unknown evaluation protocol 'fast'"):
         make_protocol("fast", "Point2DNav")
     with pytest.raises(ValueError, match="num_tasks must be >= 1"):
@@ -172,7 +180,8 @@ def test_eval_rows_follow_the_protocol(runs: Callable[..., Path], tmp_path: Path
     back = EvalResult.from_json(data)
     np.testing.assert_array_equal(back.returns, result.returns)
     assert back.rows() == rows
-    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["custom.csv", "custom.json"]
+    stem = "quick_num-tasks=3_episodes-per-step=2"
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [f"{stem}.csv", f"{stem}.json"]
 
 
 def test_rl2_eval_reads_episodes_of_a_trial(runs: Callable[..., Path]) -> None:
@@ -269,13 +278,92 @@ def test_eval_command_writes_files(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "step 0" in out and "episode 2" in out
+    stem = "quick_num-tasks=2_num-adapt-steps=1_episodes-per-step=2_seeds=0_no-baseline"
     for run in (run_a, run_b):
         assert sorted(p.name for p in eval_dir(run).iterdir()) == [
-            "custom.csv",
-            "custom.json",
-            "custom.png",
+            f"{stem}.csv",
+            f"{stem}.json",
+            f"{stem}.png",
         ]
     assert figure.stat().st_size > 0
+
+
+def test_eval_names_say_every_setting_that_differs_from_the_defaults() -> None:
+    quick = make_protocol("quick", "Point2DNav")
+    assert eval_name(quick) == "quick"  # the default eval keeps its file names
+    assert eval_name(make_protocol("paper", "AntDir")) == "paper"
+    assert eval_name(quick, iteration=50) == "quick_iteration=50"
+    assert eval_name(quick, baseline_tasks=0, baseline_episodes=9) == "quick_no-baseline"
+    assert eval_name(quick, baseline_tasks=2, baseline_episodes=9) == (
+        "quick_baseline-tasks=2_baseline-episodes=9"
+    )
+    sizes = make_protocol("paper", "HalfCheetahVel", step_sizes=[0.2, 0.1, 0.1], seeds=[3, 4])
+    assert eval_name(sizes) == "paper_step-sizes=0.2,0.1,0.1_seeds=3,4"
+    assert settings_name("x", {"camera": "a/b c"}) == "x_camera=a-b-c"  # one path part
+
+
+def test_eval_prints_a_header_and_the_baselines_interval(
+    runs: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(runs("maml-trpo"), run)
+    argv = ["eval", str(run), "--num-tasks", "2", "--num-adapt-steps", "1"]
+    argv += ["--episodes-per-step", "2", "--seeds", "0", "1", "3"]
+    argv += ["--baseline-tasks", "2", "--baseline-episodes", "1"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    title = next(i for i, line in enumerate(lines) if "protocol" in line)
+    header = lines[title + 1].split()
+    assert header == ["step", "env", "steps", "agent", "95%", "CI", "sb3-ppo-scratch", "95%", "CI"]
+    stem = "quick_num-tasks=2_num-adapt-steps=1_episodes-per-step=2_seeds=0,1,3"
+    stem += "_baseline-tasks=2_baseline-episodes=1"
+    with (eval_dir(run) / f"{stem}.csv").open() as f:
+        table = list(csv.DictReader(f))
+    for s in range(2):
+        row = lines[title + 2 + s]
+        assert row.startswith(f"  step {s}")
+        # Agent and baseline each print their mean and 95% interval, as in the CSV.
+        for curve in ("agent", "sb3-ppo-scratch"):
+            (r,) = [r for r in table if r["curve"] == curve and r["step"] == str(s)]
+            assert float(r["ci_low"]) < float(r["ci_high"])
+            cell = f"{float(r['mean']):.2f}  [{float(r['ci_low']):.2f}, {float(r['ci_high']):.2f}]"
+            assert cell in row, (cell, row)
+    assert "n = 6 (2 tasks x 3 seeds), sb3-ppo-scratch n = 2 tasks" in lines[title + 4]
+    # The bars count the agent's episodes (2 tasks x 2 steps x 2 episodes x 3 seeds), then the
+    # baseline's tasks.
+    assert "24/24" in captured.err and "episode/s" in captured.err
+    assert "2/2" in captured.err and "task" in captured.err
+    assert "part" not in captured.err
+
+
+def test_evals_with_other_settings_keep_each_others_files(
+    runs: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(runs("maml-trpo"), run)
+    base = ["eval", str(run), "--num-tasks", "2", "--num-adapt-steps", "1", "--no-baseline"]
+    base += ["--episodes-per-step", "2", "--no-progress"]
+    stem = "quick_num-tasks=2_num-adapt-steps=1_episodes-per-step=2"
+    assert main([*base, "--seeds", "0"]) == 0
+    first = (eval_dir(run) / f"{stem}_seeds=0_no-baseline.json").read_text()
+    assert main([*base, "--seeds", "5"]) == 0
+    assert main([*base, "--seeds", "0", "--checkpoint", "2"]) == 0
+    assert sorted(p.stem for p in eval_dir(run).glob("*.json")) == [
+        f"{stem}_seeds=0_iteration=2_no-baseline",
+        f"{stem}_seeds=0_no-baseline",
+        f"{stem}_seeds=5_no-baseline",
+    ]
+    assert (eval_dir(run) / f"{stem}_seeds=0_no-baseline.json").read_text() == first
+    capsys.readouterr()
+    # The same settings on a later checkpoint replace the file, and say so.
+    resume = ["train", "maml-trpo", "--resume", str(run), "--iterations", "3", "--no-progress"]
+    assert main(resume) == 0
+    assert main([*base, "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "iteration 3" in out and "replacing the evaluation of iteration 2" in out
+    data = json.loads((eval_dir(run) / f"{stem}_seeds=0_no-baseline.json").read_text())
+    assert data["iteration"] == 3
 
 
 def test_eval_command_fails_early_and_clearly(
