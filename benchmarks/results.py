@@ -255,9 +255,14 @@ def _resolved(cell: Cell) -> tuple[Any, Any]:
 
 
 def _horizon(run: Any) -> int:
-    from metarl.envs import make_family
+    """The run's episode length, from its family's variant (no env is built: a Meta-World
+    cell's budget is known where Meta-World is not installed)."""
+    from metarl.registry import family_class
 
-    return int(make_family(run.env, variant=run.variant, horizon=run.horizon).horizon)
+    if run.horizon is not None:
+        return int(run.horizon)
+    cls = family_class(run.env)
+    return int(cls.variants[run.variant or cls.default_variant].horizon)
 
 
 def steps_per_iteration(algo: str, config: Any, horizon: int) -> int:
@@ -340,7 +345,7 @@ def portable(text: str) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from metarl.evaluation import write_atomically
+    from metarl.runs import write_atomically
 
     write_atomically(path, lambda tmp: tmp.write_text(portable(text)))
 
@@ -746,7 +751,7 @@ def _plot_group(title: str, cells: list[tuple[Cell, dict[int, SeedResult]]], ste
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from metarl.evaluation import write_atomically
+    from metarl.runs import write_atomically
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (cell, seeds) in enumerate(cells):

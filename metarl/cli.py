@@ -222,7 +222,7 @@ def parse_train_args(
     """
     import tyro
 
-    from metarl.registry import agent_classes, make_family
+    from metarl.registry import agent_classes, family_class
     from metarl.train import RunArgs
 
     check_flags(argv)
@@ -246,7 +246,7 @@ def parse_train_args(
 
         known.env = sampler_name(load_task_sampler(known.tasks))
     else:
-        make_family(known.env)  # an unknown family fails here, listing the valid ones
+        family_class(known.env)  # an unknown family fails here, listing the valid ones
     config = agent_cls.preset(known.preset, known.env)
     extra = []
     if algo_flag:

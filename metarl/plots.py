@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from metarl.evaluation import EvalResult, write_atomically
+from metarl.evaluation import EvalResult
+from metarl.runs import write_atomically
 
 __all__ = ["plot_adaptation"]
 

@@ -23,10 +23,10 @@ import io
 import json
 import math
 import os
+import secrets
 import socket
-import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -213,23 +213,37 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Any, mode: str) -> None:
-    """``write(f)`` into a temporary file beside ``path``, fsync, then rename: never a torn
-    file. The file gets the permissions of an ordinary new file (the umask), not mkstemp's
-    0600. Any failure removes the temporary file."""
+def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a new temporary path beside ``path``, fsync it, then rename it to
+    ``path``: the file appears only complete, also after a crash. ``tmp`` ends in ``path``'s
+    suffix, so writers that pick a format by suffix (plots, videos) work. The file gets the
+    permissions of an ordinary new file (the umask). Any failure removes the temporary file;
+    one a kill left behind is named ``.<name>.<pid>-<hex>.tmp<suffix>``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return path
+
+
+def _atomic_write(path: Path, write: Any, mode: str) -> None:
+    """``write(f)`` on the open temporary file of :func:`write_atomically`."""
+
+    def to(tmp: Path) -> None:
+        with open(tmp, mode) as f:
+            write(f)
+
+    write_atomically(path, to)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -279,11 +293,11 @@ def kept_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Remove the temporary files that killed checkpoint writes left (``.latest.pt.*.tmp``).
+    """Remove the temporary files that killed checkpoint writes left (``.latest.pt.*.tmp*``).
 
     Only safe while this process holds the run's lock (no other writer). Returns them.
     """
-    stale = sorted((Path(run_dir) / CHECKPOINT_DIR).glob(".*.tmp"))
+    stale = sorted((Path(run_dir) / CHECKPOINT_DIR).glob(".*.tmp*"))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -592,8 +606,6 @@ def _start_wandb(run_dir: Path, settings: WandbSettings) -> Any:
     Raises:
         RunError: Weights & Biases did not start (not logged in, no network), in one line.
     """
-    import secrets
-
     import wandb
 
     folder = Path(run_dir) / WANDB_DIR

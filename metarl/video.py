@@ -764,8 +764,8 @@ def render_adaptation(
     """
     import imageio.v2 as imageio
 
-    from metarl.evaluation import check_writable, write_atomically
-    from metarl.runs import LATEST
+    from metarl.evaluation import check_writable
+    from metarl.runs import LATEST, write_atomically
 
     family, agent = run.family, run.agent
     for name, value in (("width", width), ("height", height)):

@@ -83,12 +83,8 @@ def test_script_help_shows_its_algo_option(
         line.split('"')[1] for line in script.read_text().splitlines() if line.startswith("FAMILY")
     )
     doc = ast_docstring(script)
-    if family.startswith("ML") and importlib.util.find_spec("metaworld") is None:
-        # Without the extra the script says in one line how to install it.
-        assert load_common().main(family, doc, ["--help"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert "pip install 'metarl[metaworld]'" in err and "\n" not in err
-        return
+    # Help needs no env: the Meta-World script shows it without the extra installed too
+    # (training then says in one line how to install it).
     assert load_common().main(family, doc, ["--help"]) == 0
     out = capsys.readouterr().out
     assert "--algo {maml-trpo,reptile-ppo,rl2-ppo}" in out
@@ -126,3 +122,18 @@ def test_every_family_has_its_entry_point() -> None:
     from metarl.envs import FAMILIES
 
     assert sorted(ep.name for ep in entry_points(group="metarl.envs")) == sorted(FAMILIES)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("metaworld") is not None, reason="Meta-World is installed here"
+)
+def test_training_meta_world_without_the_extra_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarl.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "maml-trpo", "--env", "ML1-reach-v3", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'metarl[metaworld]'" in err and "\n" not in err
+    assert not run_dir.exists()

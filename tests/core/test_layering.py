@@ -48,7 +48,7 @@ def _core_files() -> list[Path]:
 
 def test_core_files_are_found() -> None:
     names = {p.name for p in _core_files()}
-    assert {"train.py", "evaluation.py", "sampler.py", "registry.py", "family.py"} <= names
+    assert {"train.py", "meta_test.py", "sampler.py", "registry.py", "family.py"} <= names
 
 
 @pytest.mark.parametrize("path", _core_files(), ids=lambda p: str(p.relative_to(CORE)))

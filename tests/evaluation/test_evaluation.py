@@ -31,11 +31,10 @@ from metarl.evaluation import (
     settings_name,
     student_t_quantile,
     summarize,
-    write_atomically,
     write_eval,
 )
 from metarl.plots import plot_adaptation
-from metarl.runs import RunError
+from metarl.runs import RunError, write_atomically
 from metarl.train import make_sampler
 
 HORIZON = 10  # the tiny runs' episode length (conftest.py)
@@ -131,7 +130,7 @@ def test_published_reference_only_where_the_setting_matches() -> None:
     # Results store the curve; those written when a curve had one variant still load.
     from dataclasses import asdict
 
-    from metarl.evaluation import _published_from_json
+    from metarl.evaluation.meta_test import _published_from_json
 
     assert _published_from_json(json.loads(json.dumps(asdict(cheetah)))) == cheetah
     old = {k: v for k, v in asdict(cheetah).items() if k != "variants"} | {"variant": "maml-100hz"}
