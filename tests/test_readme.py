@@ -318,7 +318,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 def test_readme_parses_into_commands_of_every_kind() -> None:
     # Guards the parser: a README read as no blocks would pass every other test vacuously.
     kinds = {c.kind for c in COMMANDS}
-    assert {"python", "metarl", "experiment", "results", "make", "pip"} <= kinds
+    assert {"python", "metarl", "make"} <= kinds
     assert any(c.creates for c in COMMANDS), "the quick start's train names no --run-dir"
 
 
@@ -332,6 +332,9 @@ def test_readme_command_runs(command: Command, workdir: Path) -> None:
     assert not (workdir / "MUJOCO_LOG.TXT").exists(), f"{command.source} wrote MUJOCO_LOG.TXT"
     if command.creates:
         assert (workdir / command.creates / "config.json").is_file()
+    if command.argv[:2] == ("metarl", "render"):
+        video = re.search(r"^video: (\S+)", proc.stdout, re.M)
+        assert video and (workdir / video.group(1)).stat().st_size > 0, proc.stdout
     if command.kind == "results":
         listed = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
         table = re.search(r"<!-- results:begin -->(.*?)<!-- results:end -->", README_TEXT, re.S)
@@ -350,6 +353,12 @@ def test_readme_has_no_command_this_test_cannot_run(command: Command | None) -> 
         "results.py list, make TARGET, pip install ...; fences: bash, python, text): teach "
         "tests/test_readme.py to run it, or show it in prose"
     )
+
+
+def test_readme_links_resolve() -> None:
+    links = re.findall(r"\]\(([^)#\s]+)\)", README_TEXT)
+    local = [link for link in links if not re.match(r"[a-z]+://", link)]
+    assert local and [link for link in local if not (ROOT / link).exists()] == []
 
 
 def makefile_targets() -> set[str]:
