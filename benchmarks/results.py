@@ -726,7 +726,7 @@ def _cell_section(cell: Cell, seeds: dict[int, SeedResult]) -> list[str]:
         f"Meta-test: protocol `{protocol['name']}`, {protocol['num_tasks']} held-out tasks, "
         f"{protocol['episodes_per_step']} episodes per "
         + ("trial" if recurrent else "step")
-        + ("" if recurrent or sizes is None else f", step sizes {sizes}")
+        + ("" if cell.algo != "maml-trpo" or sizes is None else f", step sizes {sizes}")
         + f", eval seeds {protocol['seeds']}"
         + (f"; published: {ref['source']}" if ref is not None else "")
         + ".",
