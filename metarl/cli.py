@@ -16,13 +16,14 @@ the defaults and flags override single fields.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import json
 import re
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -399,6 +400,13 @@ def _eval_parser() -> argparse.ArgumentParser:
         "--num-workers", type=int, default=1, help="worker processes or Ray actors (default 1)"
     )
     parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="CPU threads of torch (default 1: on a busy machine more threads spin and slow "
+        "everything down; raise it on an idle many-core machine)",
+    )
+    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -422,6 +430,27 @@ def _earlier_eval(path: Path, iteration: int) -> str:
 def _eval(argv: Sequence[str]) -> int:
     check_flags(argv)
     args = _eval_parser().parse_args(list(argv))
+    with _torch_threads(args.torch_threads):
+        return _eval_with(args)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` for the block (eval and render, as train's
+    ``--torch-threads``: the SB3 baseline and the meta-test otherwise take every core)."""
+    if n < 1:
+        raise UsageError(f"--torch-threads must be >= 1, got {n}")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _eval_with(args: argparse.Namespace) -> int:
     from metarl.evaluation import (
         check_writable,
         eval_dir,
@@ -548,6 +577,13 @@ def _render_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seeds resets and adaptation")
     parser.add_argument("--checkpoint", help="iteration number or checkpoint file")
     parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="CPU threads of torch (default 1: on a busy machine more threads spin and slow "
+        "everything down; raise it on an idle many-core machine)",
+    )
+    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -578,23 +614,24 @@ def _render(argv: Sequence[str]) -> int:
             raise UsageError(f"--task is not valid JSON ({exc}): {args.task!r}") from exc
     run = load_run(args.run, checkpoint=args.checkpoint)
     try:
-        path = render_adaptation(
-            run,
-            task=task,
-            task_index=args.task_index,
-            out=args.out,
-            num_steps=args.num_adapt_steps,
-            episodes_per_step=args.episodes_per_step,
-            step_sizes=args.step_sizes,
-            width=args.width,
-            height=args.height,
-            fps=args.fps,
-            camera=args.camera,
-            seed=args.seed,
-            gif=args.gif,
-            progress=args.progress,
-            overlay=args.overlay,
-        )
+        with _torch_threads(args.torch_threads):
+            path = render_adaptation(
+                run,
+                task=task,
+                task_index=args.task_index,
+                out=args.out,
+                num_steps=args.num_adapt_steps,
+                episodes_per_step=args.episodes_per_step,
+                step_sizes=args.step_sizes,
+                width=args.width,
+                height=args.height,
+                fps=args.fps,
+                camera=args.camera,
+                seed=args.seed,
+                gif=args.gif,
+                progress=args.progress,
+                overlay=args.overlay,
+            )
     except RenderError as exc:
         raise UsageError(str(exc)) from exc
     print(f"video: {path}" + (f" (and {path.with_suffix('.gif')})" if args.gif else ""))

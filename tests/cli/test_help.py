@@ -137,3 +137,16 @@ def test_training_meta_world_without_the_extra_is_one_line(
     err = capsys.readouterr().err.strip()
     assert "pip install 'metarl[metaworld]'" in err and "\n" not in err
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "render"])
+def test_eval_and_render_take_torch_threads_like_train(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarl.cli import main
+
+    assert main([command, "--help"]) == 0
+    assert "--torch-threads" in capsys.readouterr().out
+    assert main([command, str(tmp_path), "--torch-threads", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--torch-threads must be >= 1" in err and "\n" not in err
