@@ -595,6 +595,8 @@ def _render_parser() -> argparse.ArgumentParser:
 def _render(argv: Sequence[str]) -> int:
     check_flags(argv)
     args = _render_parser().parse_args(list(argv))
+    if args.torch_threads < 1:
+        raise UsageError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     from metarl.video import RenderError, render_adaptation, select_gl_backend
 
     try:
