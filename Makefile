@@ -39,8 +39,8 @@ format: venv
 DEMO_RUN := runs/demo-maml-trpo-Point2DNav-$(shell date +%Y%m%d-%H%M%S)
 demo: venv
 	$(PY) -m metarl train maml-trpo --env Point2DNav --variant maml-rllab --preset quick --seed 0 --run-dir $(DEMO_RUN)
-	$(PY) -m metarl eval $(DEMO_RUN) --protocol quick --baseline-tasks 2
-	$(PY) -m metarl render $(DEMO_RUN) --task-index 0 --out videos/$(notdir $(DEMO_RUN)).mp4 --gif
+	$(PY) -m metarl eval $(DEMO_RUN) --protocol quick --step-sizes 0.1 0.05 --baseline-tasks 2
+	$(PY) -m metarl render $(DEMO_RUN) --task-index 0 --num-adapt-steps 2 --step-sizes 0.1 0.05 --out videos/$(notdir $(DEMO_RUN)).mp4 --gif
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
