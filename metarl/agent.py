@@ -10,7 +10,7 @@ step for MAML-TRPO and Reptile-PPO, a hidden-state update for RL^2.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -205,14 +205,56 @@ class MetaAgent(ABC):
         """:meth:`adaptation_curve` as ``{"return": ...}``, with ``"success"`` (the fraction of
         each task's episodes that succeeded, ``[num_steps + 1, K]``) where the env reports
         success."""
-        check_curve_args(num_steps, episodes_per_step)
-        seeds = np.random.SeedSequence(seed).generate_state(num_steps + 1, dtype=np.uint64)
-        policy = self.exploration_policy(len(tasks))
         curve, success = [], []
         # A task whose episodes diverged (NaN return) stays diverged: adapting on them
         # gives no policy worth scoring.
         diverged = np.zeros(len(tasks), dtype=bool)
+        stages = self.adaptation_stages(
+            sampler, tasks, num_steps, episodes_per_step, seed, step_sizes
+        )
+        for _, batch in stages:
+            assert batch is not None
+            means = batch.returns.reshape(len(tasks), episodes_per_step).mean(1).numpy()
+            diverged |= ~np.isfinite(means)
+            curve.append(np.where(diverged, np.nan, means))
+            rates = success_rates(batch)
+            if rates is not None:
+                rate = rates[:, 0].reshape(len(tasks), episodes_per_step).mean(1).numpy()
+                success.append(np.where(diverged, np.nan, rate))
+        out = {"return": np.stack(curve).astype(np.float64)}
+        if success:
+            out["success"] = np.stack(success).astype(np.float64)
+        return out
+
+    def adaptation_stages(
+        self,
+        sampler: Sampler,
+        tasks: list[Task],
+        num_steps: int,
+        episodes_per_step: int,
+        seed: int,
+        step_sizes: Sequence[float] | None = None,
+        sample_last: bool = True,
+    ) -> Iterator[tuple[AdaptedPolicy, EpisodeBatch | None]]:
+        """The meta-test loop of gradient agents, written once for eval and the videos.
+
+        Yields, for step ``0..num_steps``, the policy of that step and the
+        ``episodes_per_step`` episodes per task it sampled (sampling seed ``k`` of
+        ``SeedSequence(seed)`` at step ``k``); the policy then adapts on them (step size
+        ``step_sizes[k]`` where given) for the next step. ``sample_last=False`` yields the
+        final policy with no episodes (None), for a caller that only plays it.
+        """
+        check_curve_args(num_steps, episodes_per_step)
+        if step_sizes is not None and len(step_sizes) < num_steps:
+            raise ValueError(
+                f"give one step size per adaptation step ({num_steps}), got {list(step_sizes)}"
+            )
+        seeds = np.random.SeedSequence(seed).generate_state(num_steps + 1, dtype=np.uint64)
+        policy = self.exploration_policy(len(tasks))
         for step in range(num_steps + 1):
+            if step == num_steps and not sample_last:
+                yield policy, None
+                return
             params = (
                 None
                 if policy.params is None
@@ -221,20 +263,10 @@ class MetaAgent(ABC):
             batch = sampler.sample(
                 tasks, episodes_per_step, params=params, seed=int(seeds[step] >> np.uint64(2))
             )
-            means = batch.returns.reshape(len(tasks), episodes_per_step).mean(1).numpy()
-            diverged |= ~np.isfinite(means)
-            curve.append(np.where(diverged, np.nan, means))
-            rates = success_rates(batch)
-            if rates is not None:
-                rate = rates[:, 0].reshape(len(tasks), episodes_per_step).mean(1).numpy()
-                success.append(np.where(diverged, np.nan, rate))
+            yield policy, batch
             if step < num_steps:
-                lr = None if step_sizes is None else step_sizes[step]
+                lr = None if step_sizes is None else float(step_sizes[step])
                 policy = self.adapt(policy, batch, lr=lr)
-        out = {"return": np.stack(curve).astype(np.float64)}
-        if success:
-            out["success"] = np.stack(success).astype(np.float64)
-        return out
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

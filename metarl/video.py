@@ -247,16 +247,13 @@ def play_stages(
         raise ValueError(
             f"{run.algo} adapts with its own optimizer: step sizes apply to maml-trpo only"
         )
-    if step_sizes is not None and len(step_sizes) < num_steps:
-        raise ValueError(
-            f"give one step size per adaptation step ({num_steps}), got {list(step_sizes)}"
-        )
-    seeds = np.random.SeedSequence(seed).generate_state(max(num_steps, 1), dtype=np.uint64)
     panels = []
-    policy = agent.exploration_policy(1)
     sampler = make_sampler(FamilyTaskSampler(family), agent.policy)
     try:
-        for stage in range(num_steps + 1):
+        stages = agent.adaptation_stages(
+            sampler, [task], num_steps, episodes_per_step, seed, step_sizes, sample_last=False
+        )
+        for stage, (policy, _) in enumerate(stages):
             params = (
                 None
                 if policy.params is None
@@ -264,18 +261,6 @@ def play_stages(
             )
             actions, rewards = _play_episode(family, task, _mlp_actor(agent.policy, params), seed)
             panels.append(Panel(_stage_label(stage), actions, rewards))
-            if stage == num_steps:
-                break
-            stacked = (
-                None
-                if policy.params is None
-                else {k: v.detach().cpu() for k, v in policy.params.items()}
-            )
-            batch = sampler.sample(
-                [task], episodes_per_step, params=stacked, seed=int(seeds[stage] >> np.uint64(2))
-            )
-            lr = None if step_sizes is None else float(step_sizes[stage])
-            policy = agent.adapt(policy, batch, lr=lr)
     finally:
         sampler.close()
     return panels
