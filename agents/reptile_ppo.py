@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from metarl.advantages import discounted_returns, gae, normalize_advantages
-from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics
+from metarl.agent import AdaptedPolicy, MetaAgent, check_settings, success_metrics
 from metarl.baselines import LinearFeatureBaseline
 from metarl.optim import BatchedAdam
 from metarl.policies import GaussianMLPPolicy, MLPValue, Params, gaussian_entropy, gaussian_log_prob
@@ -123,39 +123,39 @@ class ReptilePPOConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.iterations >= 1, "iterations must be >= 1"),
-            (self.meta_batch_size >= 1, "meta_batch_size must be >= 1"),
-            (self.episodes_per_task >= 1, "episodes_per_task must be >= 1"),
-            (self.num_adapt_steps >= 1, "num_adapt_steps must be >= 1"),
-            (self.update_epochs >= 1, "update_epochs must be >= 1"),
-            (self.num_minibatches >= 1, "num_minibatches must be >= 1"),
-            (self.adapt_lr > 0, "adapt_lr must be > 0"),
-            (self.adam_eps >= 0, "adam_eps must be >= 0"),
-            (0 < self.meta_lr <= 1, "meta_lr must be in (0, 1]"),
-            (0 <= self.meta_lr_final <= self.meta_lr, "meta_lr_final must be in [0, meta_lr]"),
-            (self.anneal_iterations >= 1, "anneal_iterations must be >= 1"),
-            (self.clip_coef > 0, "clip_coef must be > 0"),
-            (self.vf_coef >= 0, "vf_coef must be >= 0"),
-            (self.ent_coef >= 0, "ent_coef must be >= 0"),
-            (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
-            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
-            (0 <= self.gae_lambda <= 1, "gae_lambda must be in [0, 1]"),
-            (self.reward_scale > 0, "reward_scale must be > 0"),
-            (self.baseline in ("value", "linear"), "baseline must be value or linear"),
+            (self.iterations >= 1, "iterations", ">= 1"),
+            (self.meta_batch_size >= 1, "meta_batch_size", ">= 1"),
+            (self.episodes_per_task >= 1, "episodes_per_task", ">= 1"),
+            (self.num_adapt_steps >= 1, "num_adapt_steps", ">= 1"),
+            (self.update_epochs >= 1, "update_epochs", ">= 1"),
+            (self.num_minibatches >= 1, "num_minibatches", ">= 1"),
+            (self.adapt_lr > 0, "adapt_lr", "> 0"),
+            (self.adam_eps >= 0, "adam_eps", ">= 0"),
+            (0 < self.meta_lr <= 1, "meta_lr", "in (0, 1]"),
+            (0 <= self.meta_lr_final <= self.meta_lr, "meta_lr_final", "in [0, meta_lr]"),
+            (self.anneal_iterations >= 1, "anneal_iterations", ">= 1"),
+            (self.clip_coef > 0, "clip_coef", "> 0"),
+            (self.vf_coef >= 0, "vf_coef", ">= 0"),
+            (self.ent_coef >= 0, "ent_coef", ">= 0"),
+            (self.max_grad_norm > 0, "max_grad_norm", "> 0"),
+            (0 <= self.gamma <= 1, "gamma", "in [0, 1]"),
+            (0 <= self.gae_lambda <= 1, "gae_lambda", "in [0, 1]"),
+            (self.reward_scale > 0, "reward_scale", "> 0"),
+            (self.baseline in ("value", "linear"), "baseline", "value or linear"),
             (
                 len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
-                "hidden_sizes must be positive widths",
+                "hidden_sizes",
+                "positive widths",
             ),
             (
                 len(self.value_hidden_sizes) >= 1 and min(self.value_hidden_sizes) >= 1,
-                "value_hidden_sizes must be positive widths",
+                "value_hidden_sizes",
+                "positive widths",
             ),
-            (self.activation in ("tanh", "relu", "elu"), "activation must be tanh, relu or elu"),
-            (self.init_std > 0, "init_std must be > 0"),
+            (self.activation in ("tanh", "relu", "elu"), "activation", "tanh, relu or elu"),
+            (self.init_std > 0, "init_std", "> 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"ReptilePPOConfig: {message}")
+        check_settings(self, checks)
 
 
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {

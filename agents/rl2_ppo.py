@@ -36,6 +36,7 @@ from metarl.agent import (
     AdaptedPolicy,
     MetaAgent,
     check_curve_args,
+    check_settings,
     success_metrics,
     success_rates,
 )
@@ -130,11 +131,7 @@ class RL2PPOConfig:
             (self.max_grad_norm >= 0, "max_grad_norm", ">= 0 (0: no clipping)"),
             (self.reward_scale > 0, "reward_scale", "> 0"),
         ]
-        for ok, name, rule in checks:
-            if not ok:
-                raise ValueError(
-                    f"RL2PPOConfig: {name} must be {rule}, got {getattr(self, name)!r}"
-                )
+        check_settings(self, checks)
 
 
 @dataclass

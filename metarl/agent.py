@@ -277,6 +277,17 @@ class MetaAgent(ABC):
         """Restore :meth:`state_dict`."""
 
 
+def check_settings(owner: Any, checks: Sequence[tuple[bool, str, str]]) -> None:
+    """The one validation style of every settings dataclass: raise ValueError for the first
+    failed check ``(ok, field, rule)``, one line naming the class, the field, the rule and the
+    value given (``ReptilePPOConfig: meta_lr must be in (0, 1], got 1.5``)."""
+    for ok, name, rule in checks:
+        if not ok:
+            raise ValueError(
+                f"{type(owner).__name__}: {name} must be {rule}, got {getattr(owner, name)!r}"
+            )
+
+
 def check_curve_args(num_steps: int, episodes_per_step: int) -> None:
     """Raise ValueError for a meta-test with negative steps or no episodes per step."""
     if num_steps < 0 or episodes_per_step < 1:

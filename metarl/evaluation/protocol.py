@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from metarl.agent import MetaAgent
+from metarl.agent import MetaAgent, check_settings
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
@@ -61,9 +61,7 @@ class Protocol:
                 )
             )
             checks.append((all(s > 0 for s in self.step_sizes), "step_sizes", "positive"))
-        for ok, name, rule in checks:
-            if not ok:
-                raise ValueError(f"Protocol: {name} must be {rule}, got {getattr(self, name)!r}")
+        check_settings(self, checks)
 
 
 PROTOCOLS: dict[str, Protocol] = {
