@@ -20,7 +20,7 @@ import torch
 from metarl.agent import MetaAgent
 from metarl.envs import FamilyTaskSampler, make_family
 from metarl.runs import resolve_device
-from metarl.train import make_sampler
+from metarl.sampling import make_sampler
 
 
 class Setup(NamedTuple):

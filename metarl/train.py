@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from metarl.agent import MetaAgent, config_from_dict, renamed_config
+from metarl.progress import progress_bar
 from metarl.registry import agent_class
 from metarl.runs import (
     CHECKPOINT_DIR,
@@ -54,9 +55,9 @@ from metarl.runs import (
 from metarl.tasks import TaskSampler, load_task_sampler
 
 if TYPE_CHECKING:
-    from metarl.sampling import Sampler
+    pass
 
-__all__ = ["RunArgs", "TrainingError", "build_agent", "make_sampler", "train"]
+__all__ = ["RunArgs", "TrainingError", "build_agent", "train"]
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def _train(
     described: dict[str, Any],
     changes: Mapping[str, Any],
 ) -> Path:
+    from metarl.sampling import make_sampler
     from metarl.sampling.rollout import env_spaces
 
     observation_space, action_space = env_spaces(source)
@@ -380,7 +382,7 @@ def _train(
     last = snapshot(start)
     saved = start  # the iteration checkpoints/latest.pt holds (0 and no file for a new run)
     running = start + 1  # the iteration in flight (1-based)
-    bar = _progress(run.progress, start, iterations, f"{algo} {run.env}")
+    bar = progress_bar(run.progress, iterations, f"{algo} {run.env}", "it", initial=start)
     try:
         for it in range(start, iterations):
             running = it + 1
@@ -558,33 +560,6 @@ def _remove_run_dir(run_dir: Path, keep_folder: bool = False) -> None:
         run_dir.rmdir()
     except OSError:
         pass  # not empty: it held the user's own files before
-
-
-def make_sampler(
-    source: Any,
-    policy: torch.nn.Module,
-    backend: str = "inline",
-    num_workers: int = 1,
-    horizon: int | None = None,
-) -> Sampler:
-    """The sampler backend ``backend`` (inline, processes, ray) for ``source`` and ``policy``."""
-    from metarl.sampling import InlineSampler, ProcessSampler, RaySampler
-
-    if backend == "inline":
-        return InlineSampler(source, policy, horizon=horizon)
-    if backend == "processes":
-        return ProcessSampler(source, policy, num_workers=num_workers, horizon=horizon)
-    if backend == "ray":
-        return RaySampler(source, policy, num_workers=num_workers, horizon=horizon)
-    raise ValueError(f"unknown sampler backend {backend!r}; choose inline, processes or ray")
-
-
-def _progress(enabled: bool, start: int, total: int, desc: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc=desc, unit="it", dynamic_ncols=True)
 
 
 def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metarl.progress import progress_bar
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ def play_stages(
         ValueError: a task outside the family's range, or impossible counts.
     """
     from metarl.family import FamilyTaskSampler
-    from metarl.train import make_sampler
+    from metarl.sampling import make_sampler
 
     if num_steps < 0 or episodes_per_step < 1:
         raise ValueError(
@@ -810,13 +811,7 @@ def render_adaptation(
     gif_frames: list[Any] = []
 
     def write_mp4(tmp: Path) -> None:
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=total, desc=f"render {out_path.name}", unit="frame", dynamic_ncols=True
-            )
+        bar = progress_bar(progress, total, f"render {out_path.name}", "frame")
         writer = imageio.get_writer(
             tmp,
             format="FFMPEG",

@@ -27,6 +27,7 @@ from metarl.evaluation.protocol import (
 )
 from metarl.evaluation.published import PublishedCurve, published_reference
 from metarl.evaluation.statistics import Summary, summarize, summarize_with_divergence
+from metarl.progress import progress_bar
 from metarl.runs import write_atomically
 from metarl.tasks import Task
 
@@ -300,7 +301,7 @@ def evaluate_run(
             seed), then the baseline's tasks.
     """
     from metarl.family import FamilyTaskSampler
-    from metarl.train import make_sampler
+    from metarl.sampling import make_sampler
 
     agent, family = run.agent, run.family
     tasks = held_out_tasks(family, protocol)
@@ -317,7 +318,8 @@ def evaluate_run(
     # Every agent plays episodes_per_step episodes (RL^2: trials of num_steps + 1 episodes)
     # per task and adaptation step.
     episodes = len(protocol.seeds) * len(tasks) * (protocol.num_steps + 1)
-    bar = _progress(progress, episodes * protocol.episodes_per_step, f"eval {run.name}", "episode")
+    episodes *= protocol.episodes_per_step
+    bar = progress_bar(progress, episodes, f"eval {run.name}", "episode")
     sampler: Any = make_sampler(FamilyTaskSampler(family), agent.policy, backend, num_workers)
     if bar is not None:
         sampler = _CountingSampler(sampler, bar.update)
@@ -341,7 +343,7 @@ def evaluate_run(
             bar.close()
     baseline = None
     if baseline_tasks > 0:
-        bar = _progress(progress, baseline_tasks, "sb3-ppo-scratch", "task")
+        bar = progress_bar(progress, baseline_tasks, "sb3-ppo-scratch", "task")
         try:
             baseline = sb3_baseline(
                 family,
@@ -404,14 +406,6 @@ class _CountingSampler:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sampler, name)
-
-
-def _progress(enabled: bool, total: int, desc: str, unit: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def _cell(summary: Summary, width: int) -> str:

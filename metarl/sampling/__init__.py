@@ -11,6 +11,10 @@ The source is a built-in task family (the batched MuJoCo fast path) or any task 
 ``make_env(task)`` (the generic Gymnasium path, through ``env.step``).
 """
 
+from typing import Any
+
+import torch
+
 from metarl.sampling.batch import EpisodeBatch
 from metarl.sampling.policy_step import PolicyParams, prepare_params
 from metarl.sampling.processes import ProcessSampler
@@ -25,6 +29,24 @@ from metarl.sampling.sampler import (
 )
 from metarl.sampling.trials import recurrent_inputs
 
+
+def make_sampler(
+    source: Any,
+    policy: torch.nn.Module,
+    backend: str = "inline",
+    num_workers: int = 1,
+    horizon: int | None = None,
+) -> Sampler:
+    """The sampler backend ``backend`` (inline, processes, ray) for ``source`` and ``policy``."""
+    if backend == "inline":
+        return InlineSampler(source, policy, horizon=horizon)
+    if backend == "processes":
+        return ProcessSampler(source, policy, num_workers=num_workers, horizon=horizon)
+    if backend == "ray":
+        return RaySampler(source, policy, num_workers=num_workers, horizon=horizon)
+    raise ValueError(f"unknown sampler backend {backend!r}; choose inline, processes or ray")
+
+
 __all__ = [
     "DivergedError",
     "EpisodeBatch",
@@ -38,6 +60,7 @@ __all__ = [
     "Sampler",
     "WorkerError",
     "column_rngs",
+    "make_sampler",
     "prepare_params",
     "recurrent_inputs",
     "split_tasks",

@@ -253,8 +253,8 @@ def test_trains_on_a_custom_gymnasium_task_sampler(tmp_path: Path) -> None:
 def test_a_step_the_line_search_rejects_is_never_applied() -> None:
     import numpy as np
 
+    from metarl.sampling import make_sampler
     from metarl.tasks import Choice, GymKwargsTaskSampler
-    from metarl.train import make_sampler
 
     # Every reward is exactly zero, so no step can lower the loss: the line search must reject.
     source = GymKwargsTaskSampler(
@@ -295,7 +295,7 @@ def test_a_step_takes_cg_iters_curvature_products_and_one_to_scale_a_subsample(
 
     from metarl.curvature import FisherProduct
     from metarl.envs import FamilyTaskSampler, make_family
-    from metarl.train import make_sampler
+    from metarl.sampling import make_sampler
 
     calls: list[int] = []
     fvp = FisherProduct.fvp

@@ -35,7 +35,7 @@ from metarl.evaluation import (
 )
 from metarl.plots import plot_adaptation
 from metarl.runs import RunError, write_atomically
-from metarl.train import make_sampler
+from metarl.sampling import make_sampler
 
 HORIZON = 10  # the tiny runs' episode length (conftest.py)
 TINY = {"num_tasks": 3, "num_steps": 2, "episodes_per_step": 2, "seeds": [0, 1]}
