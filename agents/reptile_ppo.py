@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
@@ -41,7 +41,13 @@ from metarl.agent import AdaptedPolicy, MetaAgent, check_settings, success_metri
 from metarl.baselines import LinearFeatureBaseline
 from metarl.optim import BatchedAdam
 from metarl.policies import GaussianMLPPolicy, MLPValue, Params, gaussian_entropy, gaussian_log_prob
-from metarl.ppo import clipped_surrogate, entropy_bonus, minibatch_indices, value_loss
+from metarl.ppo import (
+    clip_grad_norm_per_task,
+    clipped_surrogate,
+    entropy_bonus,
+    minibatch_plan,
+    value_loss,
+)
 from metarl.sampling.batch import EpisodeBatch, task_major, time_major
 from metarl.tasks import Task
 
@@ -204,38 +210,6 @@ def meta_lr_at(iteration: int, iterations: int, meta_lr: float, meta_lr_final: f
     return meta_lr + (meta_lr_final - meta_lr) * frac
 
 
-def minibatch_plan(
-    num_tasks: int, n: int, num_minibatches: int, generator: torch.Generator
-) -> list[Tensor]:
-    """One epoch's minibatches for ``num_tasks`` tasks: each task's own shuffle of ``range(n)``.
-
-    Task ``k``'s split is :func:`metarl.ppo.minibatch_indices` drawn in the order
-    ``k = 0..K-1`` from ``generator``.
-
-    Returns:
-        ``num_minibatches`` int64 tensors ``[K, size_m]``, row ``k`` holding task ``k``'s indices.
-    """
-    splits = [minibatch_indices(n, num_minibatches, generator) for _ in range(num_tasks)]
-    return [torch.stack([s[m] for s in splits]) for m in range(num_minibatches)]
-
-
-def clip_grad_norm_per_task(grads: Mapping[str, Tensor], max_norm: float) -> tuple[Params, Tensor]:
-    """Scale each task's gradient to norm at most ``max_norm``, as ``clip_grad_norm_`` does.
-
-    Args:
-        grads: name -> ``[K, ...]`` gradients of ``K`` tasks.
-        max_norm: the largest allowed L2 norm over all of a task's tensors.
-
-    Returns:
-        ``(clipped, norms)``: the scaled gradients and ``[K]`` norms before clipping.
-    """
-    per_tensor = [g.reshape(g.shape[0], -1).norm(dim=1) for g in grads.values()]
-    norms = torch.stack(per_tensor, dim=1).norm(dim=1)
-    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    clipped = {k: g * coef.view(-1, *(1,) * (g.dim() - 1)) for k, g in grads.items()}
-    return clipped, norms
-
-
 @dataclass
 class InnerState:
     """What one task batch carries from one inner round to the next.
@@ -251,6 +225,18 @@ class InnerState:
     optimizer: BatchedAdam
     generator: torch.Generator
     rounds: int = 0
+
+
+@dataclass
+class _Rounds:
+    """What an iteration's inner rounds did: their mean returns, loss sums, steps and times."""
+
+    returns: list[float] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)
+    first: EpisodeBatch | None = None
+    steps: int = 0
+    sample_time: float = 0.0
+    opt_time: float = 0.0
 
 
 @dataclass
@@ -538,6 +524,8 @@ class ReptilePPO(MetaAgent):
     def train_step(
         self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
     ) -> dict[str, float]:
+        """One Reptile iteration: ``num_adapt_steps`` inner PPO rounds per task from ``theta``,
+        a post-adaptation batch, then ``theta += meta_lr * (mean(theta_i) - theta)``."""
         cfg = self.config
         K = len(tasks)
         if K == 0:
@@ -549,32 +537,42 @@ class ReptilePPO(MetaAgent):
                 f"slots per task (horizon x episodes_per_task); lower it"
             )
         t_start = time.perf_counter()
-        sample_time = opt_time = 0.0
         theta = {k: v.detach().clone() for k, v in self.meta_params().items()}
-        params = self._theta_as_tasks(K)
-        state = self.new_inner_state(params, seed=int(rng.integers(2**62)))
-        round_returns: list[float] = []
-        first: EpisodeBatch | None = None
-        sums: dict[str, float] = {}
-        steps = 0
-        for r in range(cfg.num_adapt_steps):
-            t0 = time.perf_counter()
-            batch = self._sample(sampler, tasks, None if r == 0 else params, rng)
-            sample_time += time.perf_counter() - t0
-            steps += batch.num_steps
-            round_returns.append(float(batch.returns.mean()))
-            first = batch if first is None else first
-            t0 = time.perf_counter()
-            params, stats = self.inner_round(params, state, batch)
-            opt_time += time.perf_counter() - t0
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
+        params, rounds = self._inner_loop(sampler, tasks, rng)
         t0 = time.perf_counter()
         post = self._sample(sampler, tasks, params, rng)
-        sample_time += time.perf_counter() - t0
-        steps += post.num_steps
-
+        rounds.sample_time += time.perf_counter() - t0
+        rounds.steps += post.num_steps
         t0 = time.perf_counter()
+        lr, skipped = self._outer_step(theta, params)
+        rounds.opt_time += time.perf_counter() - t0
+        return self._metrics(rounds, post, lr, skipped, time.perf_counter() - t_start)
+
+    def _inner_loop(
+        self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
+    ) -> tuple[Params, _Rounds]:
+        """Every task's inner rounds from ``theta``: the adapted parameters and what they did."""
+        params = self._theta_as_tasks(len(tasks))
+        state = self.new_inner_state(params, seed=int(rng.integers(2**62)))
+        rounds = _Rounds()
+        for r in range(self.config.num_adapt_steps):
+            t0 = time.perf_counter()
+            batch = self._sample(sampler, tasks, None if r == 0 else params, rng)
+            rounds.sample_time += time.perf_counter() - t0
+            rounds.steps += batch.num_steps
+            rounds.returns.append(float(batch.returns.mean()))
+            rounds.first = batch if rounds.first is None else rounds.first
+            t0 = time.perf_counter()
+            params, stats = self.inner_round(params, state, batch)
+            rounds.opt_time += time.perf_counter() - t0
+            for key, value in stats.items():
+                rounds.sums[key] = rounds.sums.get(key, 0.0) + value
+        return params, rounds
+
+    def _outer_step(self, theta: Params, params: Params) -> tuple[float, int]:
+        """The Reptile step toward the mean of the finite adapted sets; ``(meta_lr, skipped)``."""
+        cfg = self.config
+        K = next(iter(params.values())).shape[0]
         lr = meta_lr_at(self.iteration, cfg.anneal_iterations, cfg.meta_lr, cfg.meta_lr_final)
         # Tasks whose adapted parameters are not finite (they cannot be, as non-finite updates
         # are skipped, but a checkpoint must never hold NaN) are left out of the mean.
@@ -587,30 +585,31 @@ class ReptilePPO(MetaAgent):
                 for name, p in self.meta_params().items():
                     p.copy_(new[name])
         self.iteration += 1
-        opt_time += time.perf_counter() - t0
+        return lr, K - int(ok.sum())
 
-        n_rounds = cfg.num_adapt_steps
-        total = time.perf_counter() - t_start
+    def _metrics(
+        self, rounds: _Rounds, post: EpisodeBatch, lr: float, skipped: int, total: float
+    ) -> dict[str, float]:
         metrics: dict[str, float] = {
-            "meta/return_pre_adapt": round_returns[0],
+            "meta/return_pre_adapt": rounds.returns[0],
             "meta/return_post_adapt": float(post.returns.mean()),
-            **success_metrics(first if first is not None else post, post),
+            **success_metrics(rounds.first if rounds.first is not None else post, post),
         }
-        for r, ret in enumerate(round_returns[1:], start=1):
+        for r, ret in enumerate(rounds.returns[1:], start=1):
             metrics[f"meta/return_round_{r}"] = ret
         keys = ("policy_loss", "value_loss", "entropy", "loss")
         for key in (*keys, "approx_kl", "clip_fraction", "explained_variance"):
-            metrics[f"losses/{key}"] = sums.get(key, math.nan) / n_rounds
+            metrics[f"losses/{key}"] = rounds.sums.get(key, math.nan) / self.config.num_adapt_steps
         metrics.update(
             {
-                "losses/nonfinite_updates": sums.get("nonfinite_updates", 0.0),
+                "losses/nonfinite_updates": rounds.sums.get("nonfinite_updates", 0.0),
                 "reptile/meta_lr": lr,
-                "reptile/skipped_tasks": float(K - int(ok.sum())),
+                "reptile/skipped_tasks": float(skipped),
                 "policy/std": float(self.policy.log_std.detach().exp().mean()),
-                "env_steps": float(steps),
-                "time/sampling": sample_time,
-                "time/optimization": opt_time,
-                "time/env_steps_per_s": steps / max(total, 1e-9),
+                "env_steps": float(rounds.steps),
+                "time/sampling": rounds.sample_time,
+                "time/optimization": rounds.opt_time,
+                "time/env_steps_per_s": rounds.steps / max(total, 1e-9),
             }
         )
         return metrics

@@ -16,16 +16,20 @@ from http://joschu.net/blog/kl-approx.html.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
 __all__ = [
     "approx_kl",
     "clip_fraction",
+    "clip_grad_norm_per_task",
     "clipped_surrogate",
     "entropy_bonus",
     "masked_mean",
     "minibatch_indices",
+    "minibatch_plan",
     "value_loss",
 ]
 
@@ -209,3 +213,37 @@ def minibatch_indices(n: int, num_minibatches: int, generator: torch.Generator) 
         raise ValueError(f"num_minibatches must be in [1, n={n}], got {num_minibatches}")
     perm = torch.randperm(n, generator=generator, device=generator.device)
     return list(torch.tensor_split(perm, num_minibatches))
+
+
+def minibatch_plan(
+    num_tasks: int, n: int, num_minibatches: int, generator: torch.Generator
+) -> list[Tensor]:
+    """One epoch's minibatches for ``num_tasks`` tasks: each task's own shuffle of ``range(n)``.
+
+    Task ``k``'s split is :func:`minibatch_indices` drawn in the order
+    ``k = 0..K-1`` from ``generator``.
+
+    Returns:
+        ``num_minibatches`` int64 tensors ``[K, size_m]``, row ``k`` holding task ``k``'s indices.
+    """
+    splits = [minibatch_indices(n, num_minibatches, generator) for _ in range(num_tasks)]
+    return [torch.stack([s[m] for s in splits]) for m in range(num_minibatches)]
+
+
+def clip_grad_norm_per_task(
+    grads: Mapping[str, Tensor], max_norm: float
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Scale each task's gradient to norm at most ``max_norm``, as ``clip_grad_norm_`` does.
+
+    Args:
+        grads: name -> ``[K, ...]`` gradients of ``K`` tasks.
+        max_norm: the largest allowed L2 norm over all of a task's tensors.
+
+    Returns:
+        ``(clipped, norms)``: the scaled gradients and ``[K]`` norms before clipping.
+    """
+    per_tensor = [g.reshape(g.shape[0], -1).norm(dim=1) for g in grads.values()]
+    norms = torch.stack(per_tensor, dim=1).norm(dim=1)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    clipped = {k: g * coef.view(-1, *(1,) * (g.dim() - 1)) for k, g in grads.items()}
+    return clipped, norms

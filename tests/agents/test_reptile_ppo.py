@@ -16,15 +16,16 @@ import torch
 
 from metarl.advantages import gae, normalize_advantages
 from metarl.agents import AGENTS, ReptilePPO, ReptilePPOConfig
-from metarl.agents.reptile_ppo import (
-    clip_grad_norm_per_task,
-    meta_lr_at,
-    minibatch_plan,
-    reptile_update,
-)
+from metarl.agents.reptile_ppo import meta_lr_at, reptile_update
 from metarl.optim import BatchedAdam
 from metarl.policies import gaussian_entropy, gaussian_log_prob
-from metarl.ppo import clipped_surrogate, entropy_bonus, value_loss
+from metarl.ppo import (
+    clip_grad_norm_per_task,
+    clipped_surrogate,
+    entropy_bonus,
+    minibatch_plan,
+    value_loss,
+)
 from metarl.runs import latest_checkpoint, load_checkpoint
 from metarl.sampling.batch import EpisodeBatch
 from metarl.tasks import Task
