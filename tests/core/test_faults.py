@@ -1,7 +1,7 @@
 """Fault injection: what users are promised when things go wrong.
 
 Real faults only: NaN weights and NaN observations from a real env, a SIGKILL at each point of a
-checkpoint write, a worker process killed mid-batch, a SIGTERM mid-training,
+checkpoint write, a worker process or Ray actor killed mid-batch, a SIGTERM mid-training,
 flipped bytes, cut metrics files, a second trainer, a full disk. Each asserts the promise: a
 diverged policy never scores, nothing kept is lost, at most the iteration in flight is redone
 (bit-identically), and every failure is one clear line.
@@ -476,6 +476,60 @@ def test_a_worker_killed_mid_batch_resumes_bit_identically(tmp_path):
     train(
         "maml-trpo",
         RunArgs(resume=broken, backend="processes", num_workers=2, **args),
+        config,
+        task_sampler=sampler(),
+    )
+    assert_same_run(straight, broken)
+
+
+@pytest.fixture
+def local_ray() -> Any:
+    """Ray, not yet started: the test's RaySampler starts a local instance (on 127.0.0.1),
+    shut down afterwards."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_ray_actor_killed_mid_batch_resumes_bit_identically(tmp_path, local_ray):
+    # Ray sends the family to its actors with its own cloudpickle: by value, as for processes.
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "kill-once"
+    marker.touch()
+
+    def sampler(die_at: int = 10**9) -> FamilyTaskSampler:
+        return FamilyTaskSampler(DyingPoint2D(str(marker), die_at, horizon=H))
+
+    args = dict(env="DyingPoint2DTest", horizon=H, progress=False, checkpoint_every=10)
+    config = replace(TINY, iterations=4)
+    straight = train(
+        "maml-trpo", RunArgs(run_dir=tmp_path / "a", **args), config, task_sampler=sampler()
+    )
+    # 2 actors on a local Ray; the first to reach its 3rd iteration's 4th step SIGKILLs its
+    # own process (the marker: only one of them, as in the processes test).
+    broken = tmp_path / "b"
+    with pytest.raises(TrainingError) as info:
+        train(
+            "maml-trpo",
+            RunArgs(run_dir=broken, backend="ray", num_workers=2, **args),
+            config,
+            task_sampler=sampler(die_at=2 * 2 * H + 3),
+        )
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.search(
+        r"iteration 3 failed: Ray actor [01] \(pid \d+ on .*\) died during sampling", message
+    )
+    assert f"keeps iteration 2; continue with --resume {broken}" in message
+    assert not marker.exists()
+    assert load_checkpoint(latest_checkpoint(broken))["iteration"] == 2
+    assert [r["iteration"] for r in rows(broken)] == ["0", "1"]
+    train(
+        "maml-trpo",
+        RunArgs(resume=broken, backend="ray", num_workers=2, **args),
         config,
         task_sampler=sampler(),
     )
