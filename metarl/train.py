@@ -387,6 +387,7 @@ def _train(
     sampler.on_diverged = "raise"  # no update from a diverged batch: stop with the last good state
     rng = np.random.default_rng(run.seed)
     start = 0
+    restored = False  # whether start is the checkpoint's iteration yet
     lock: RunLock | None = None
     existed = False
     try:
@@ -395,6 +396,7 @@ def _train(
             lock = RunLock(run_dir)  # before anything in the folder is read or changed
             remove_stale_temporaries(run_dir)
             start = _restore(agent, rng, latest_checkpoint(run_dir), algo, device)
+            restored = True
             if changes and start < iterations:
                 record_resume(run_dir, asdict(config), start, dict(changes))
             if start >= iterations:
@@ -447,8 +449,9 @@ def _train(
             raise
         if isinstance(exc, MemoryError | OSError) and run.resume is not None:
             ckpt = Path(run.resume) / CHECKPOINT_DIR / LATEST
+            kept = f"keeps iteration {start} untouched" if restored else "is untouched"
             raise TrainingError(
-                f"cannot resume: {one_line(exc)}; {ckpt} keeps iteration {start} untouched; "
+                f"cannot resume: {one_line(exc)}; {ckpt} {kept}; "
                 f"continue with --resume {run.resume} once that is fixed"
             ) from exc
         if isinstance(exc, MemoryError | OSError) and lock is not None:

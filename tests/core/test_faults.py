@@ -747,6 +747,32 @@ def test_a_full_disk_loses_nothing_and_resumes_bit_identically(tmp_path, capsys)
         subprocess.run(["umount", str(disk)], capture_output=True)
 
 
+def test_resume_on_a_read_only_file_system_is_one_line_naming_no_wrong_iteration(tmp_path, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        run_dir = train("maml-trpo", run_args(disk / "run"), replace(TINY, iterations=2))
+        before = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
+        assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
+        code, err = cli(capsys, "train", "maml-trpo", "--resume", str(run_dir), "--iterations", "3")
+        assert code == 1
+        # The lock cannot be taken before the checkpoint is read: no iteration is claimed.
+        assert_one_line(
+            err,
+            "cannot resume: OSError: [Errno 30] Read-only file system",
+            "latest.pt is untouched; continue with --resume",
+        )
+        assert "keeps iteration" not in err
+        assert {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()} == before
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Checkpoints never lose a kept one
 # --------------------------------------------------------------------------------------------
