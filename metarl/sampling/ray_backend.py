@@ -67,7 +67,7 @@ that is a loopback one."""
 
 
 @contextlib.contextmanager
-def _loopback_node(ray: Any) -> Iterator[None]:
+def _loopback_node() -> Iterator[None]:
     """While Ray starts: 127.0.0.1 as this node's address, for the driver and for every process
     Ray starts (they inherit the environment; the driver read the constant when it imported
     Ray, so it is set for the duration too)."""
@@ -94,7 +94,8 @@ def _joins_a_cluster(address: str | None) -> bool:
         from ray._private.services import canonicalize_bootstrap_address
     except ImportError:  # a Ray without it: only an address given joins a cluster
         return address not in (None, "local") or bool(os.environ.get("RAY_ADDRESS"))
-    return canonicalize_bootstrap_address(address) is not None
+    # None is what ray.init passes it for no address (its annotation says str).
+    return canonicalize_bootstrap_address(address) is not None  # type: ignore[arg-type]
 
 
 def init_local_ray(**kwargs: Any) -> None:
@@ -108,7 +109,7 @@ def init_local_ray(**kwargs: Any) -> None:
     each of them binds to it. A cluster started this way takes no other machine.
     """
     ray = _import_ray()
-    with _loopback_node(ray):
+    with _loopback_node():
         ray.init(address="local", **kwargs)
 
 
