@@ -88,14 +88,19 @@ def _loopback_node() -> Iterator[None]:
 
 
 def _joins_a_cluster(address: str | None) -> bool:
-    """Whether ``ray.init(address)`` joins a running cluster (an address, ``RAY_ADDRESS`` or one
-    that ``ray start`` left on this machine) rather than starting a new instance here."""
+    """Whether ``ray.init(address)`` joins a running cluster (an address given, ``"auto"``,
+    ``RAY_ADDRESS``, or one that ``ray start`` left on this machine) rather than starting a new
+    instance here (no address, or ``"local"``)."""
+    if address == "local":
+        return False
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return True  # the user's choice, a ray:// client address included
     try:
         from ray._private.services import canonicalize_bootstrap_address
-    except ImportError:  # a Ray without it: only an address given joins a cluster
-        return address not in (None, "local") or bool(os.environ.get("RAY_ADDRESS"))
-    # None is what ray.init passes it for no address (its annotation says str).
-    return canonicalize_bootstrap_address(address) is not None  # type: ignore[arg-type]
+    except ImportError:  # a Ray without it: no address means a new instance
+        return False
+    # Ray's own lookup of a `ray start` cluster (its annotation says str; ray.init passes None).
+    return canonicalize_bootstrap_address(None) is not None  # type: ignore[arg-type]
 
 
 def init_local_ray(**kwargs: Any) -> None:
