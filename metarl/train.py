@@ -8,13 +8,14 @@ the sampler holds none of its own (its seeds come from the run's generator).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -77,18 +78,37 @@ class Terminated(SystemExit):
 class _SigtermHandler:
     """While installed, the first SIGTERM raises :class:`Terminated` in the main thread; later
     ones are ignored, so they cannot cut short the save of the last completed iteration (a
-    SIGKILL still ends the process at once)."""
+    SIGKILL still ends the process at once). Within :meth:`deferred` it waits for the block's
+    end."""
 
     def __init__(self) -> None:
         self._previous: Any = None
         self._installed = False
+        self._deferring = False
+        self._pending = False
         self.fired = False
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.fired:
             return
         self.fired = True
+        if self._deferring:
+            self._pending = True
+            return
         raise Terminated()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A SIGTERM within the block raises at its end: what it writes together (an
+        iteration's metrics row, the state kept as completed, its checkpoint) stays together."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._pending:
+            self._pending = False
+            raise Terminated()
 
     def install(self) -> None:
         """Install the handler (again: ``ray.init`` replaces it with one that exits at once)."""
@@ -486,12 +506,13 @@ def _train(
             bad = nonfinite_tensors(candidate["agent"])
             if bad:  # never log, save or continue from a non-finite state
                 raise _NonFiniteUpdate(f"its update made {', '.join(bad[:3])} non-finite")
-            logger.log(it, metrics)
-            last = candidate
-            keep = done % run.keep_every == 0 or done == iterations
-            if done % run.checkpoint_every == 0 or keep:
-                save_checkpoint(run_dir, last, done, keep=keep)
-                saved = done
+            with sigterm.deferred():  # its row logged is the iteration kept as completed
+                logger.log(it, metrics)
+                last = candidate
+                keep = done % run.keep_every == 0 or done == iterations
+                if done % run.checkpoint_every == 0 or keep:
+                    save_checkpoint(run_dir, last, done, keep=keep)
+                    saved = done
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(_postfix(metrics), refresh=False)
