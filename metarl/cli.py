@@ -34,6 +34,7 @@ __all__ = [
     "UsageError",
     "check_flags",
     "check_run_settings",
+    "check_torch_threads",
     "given_settings",
     "main",
     "parse_args",
@@ -102,6 +103,22 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def check_torch_threads(n: int) -> None:
+    """Refuse a ``--torch-threads`` below 1 or above the CPUs this process may use (torch
+    would try to start them all: 100000 ran out of threads and crashed).
+
+    Raises:
+        UsageError: naming the flag and the most it allows.
+    """
+    if n < 1:
+        raise UsageError(f"--torch-threads must be >= 1, got {n}")
+    cpus = _usable_cpus()
+    if n > cpus:
+        raise UsageError(
+            f"--torch-threads {n} exceeds the {cpus} CPUs this process may use: give at most {cpus}"
+        )
+
+
 def check_run_settings(run: Any, iterations: int) -> None:
     """Refuse run settings no run can have, naming the flag and what it allows.
 
@@ -124,13 +141,9 @@ def check_run_settings(run: Any, iterations: int) -> None:
         ("--torch-threads", run.torch_threads, "CPU threads of the optimization"),
     ):
         if value < 1:
-            raise UsageError(f"{flag} must be at least 1 ({what}), got {value}")
+            raise UsageError(f"{flag} must be >= 1 ({what}), got {value}")
+    check_torch_threads(run.torch_threads)
     cpus = _usable_cpus()
-    if run.torch_threads > cpus:
-        raise UsageError(
-            f"--torch-threads {run.torch_threads} exceeds the {cpus} CPUs this process may use: "
-            f"give at most {cpus}"
-        )
     if run.backend == "inline" and run.num_workers > 1:
         raise UsageError(
             f"--num-workers {run.num_workers} needs --backend processes or --backend ray "
@@ -500,8 +513,7 @@ def _eval(argv: Sequence[str]) -> int:
 def _torch_threads(n: int) -> Iterator[None]:
     """torch's CPU threads set to ``n`` for the block (eval and render, as train's
     ``--torch-threads``: the SB3 baseline and the meta-test otherwise take every core)."""
-    if n < 1:
-        raise UsageError(f"--torch-threads must be >= 1, got {n}")
+    check_torch_threads(n)
     import torch
 
     before = torch.get_num_threads()
@@ -657,8 +669,7 @@ def _render_parser() -> argparse.ArgumentParser:
 def _render(argv: Sequence[str]) -> int:
     check_flags(argv)
     args = _render_parser().parse_args(list(argv))
-    if args.torch_threads < 1:
-        raise UsageError(f"--torch-threads must be >= 1, got {args.torch_threads}")
+    check_torch_threads(args.torch_threads)
     from metarl.video import RenderError, render_adaptation, select_gl_backend
 
     try:

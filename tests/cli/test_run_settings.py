@@ -35,25 +35,35 @@ BAD = [
     (["--seed", "-1"], "--seed must be between 0 and 2**64 - 1, got -1"),
     (["--seed", str(SEED_MAX + 1)], f"--seed must be between 0 and 2**64 - 1, got {SEED_MAX + 1}"),
     (["--seed", HUGE], f"--seed must be between 0 and 2**64 - 1, got {HUGE}"),
-    (["--iterations", "0"], "--iterations must be at least 1 (meta-iterations to train), got 0"),
-    (["--iterations", "-3"], "--iterations must be at least 1"),
-    (["--checkpoint-every", "0"], "--checkpoint-every must be at least 1"),
-    (["--checkpoint-every", "-5"], "--checkpoint-every must be at least 1"),
-    (["--keep-every", "0"], "--keep-every must be at least 1"),
-    (["--keep-every", "-1"], "--keep-every must be at least 1"),
-    (["--num-workers", "0"], "--num-workers must be at least 1"),
-    (["--num-workers", "-2", "--backend", "processes"], "--num-workers must be at least 1"),
+    (["--iterations", "0"], "--iterations must be >= 1 (meta-iterations to train), got 0"),
+    (["--iterations", "-3"], "--iterations must be >= 1"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
+    (["--checkpoint-every", "-5"], "--checkpoint-every must be >= 1"),
+    (["--keep-every", "0"], "--keep-every must be >= 1"),
+    (["--keep-every", "-1"], "--keep-every must be >= 1"),
+    (["--num-workers", "0"], "--num-workers must be >= 1"),
+    (["--num-workers", "-2", "--backend", "processes"], "--num-workers must be >= 1"),
     (["--num-workers", "4"], "--num-workers 4 needs --backend processes or --backend ray"),
     (
         ["--num-workers", str(CPUS + 1), "--backend", "processes"],
         f"--num-workers {CPUS + 1} exceeds the {CPUS} CPUs this process may use",
     ),
     (["--num-workers", HUGE, "--backend", "processes"], f"give at most {CPUS}"),
-    (["--torch-threads", "0"], "--torch-threads must be at least 1"),
-    (["--torch-threads", "-1"], "--torch-threads must be at least 1"),
+    (["--torch-threads", "0"], "--torch-threads must be >= 1"),
+    (["--torch-threads", "-1"], "--torch-threads must be >= 1"),
     (["--torch-threads", str(CPUS + 1)], f"--torch-threads {CPUS + 1} exceeds the {CPUS} CPUs"),
     (["--torch-threads", "100000"], f"give at most {CPUS}"),  # was a crash: no thread left
 ]
+
+
+@pytest.mark.parametrize("command", ["eval", "render"])
+def test_eval_and_render_refuse_more_torch_threads_than_cpus(tmp_path, capsys, command):
+    assert main([command, str(tmp_path), "--torch-threads", str(CPUS + 1)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"metarl {command}: error: --torch-threads {CPUS + 1} exceeds the {CPUS} CPUs this "
+        f"process may use: give at most {CPUS}\n"
+    )
 
 
 @pytest.mark.parametrize(("flags", "needle"), BAD, ids=[" ".join(f) for f, _ in BAD])
