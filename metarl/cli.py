@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import os
 import re
 import sys
 import typing
@@ -29,8 +30,11 @@ from typing import Annotated, Any, Literal
 
 __all__ = [
     "RENAMED_FLAGS",
+    "SEED_MAX",
     "UsageError",
     "check_flags",
+    "check_run_settings",
+    "check_torch_threads",
     "given_settings",
     "main",
     "parse_args",
@@ -86,6 +90,71 @@ def check_flags(argv: Sequence[str]) -> None:
             name = RENAMED_FLAGS.get(flag, flag)
             new = name if value.lower() == "true" else "--no-" + name[2:]
             raise UsageError(f"{flag} {value} is now {new} (booleans are --flag / --no-flag)")
+
+
+SEED_MAX = 2**64 - 1
+"""The largest ``--seed``: torch's generator takes 64 bits (numpy's would take more)."""
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_torch_threads(n: int) -> None:
+    """Refuse a ``--torch-threads`` below 1 or above the CPUs this process may use (torch
+    would try to start them all: 100000 ran out of threads and crashed).
+
+    Raises:
+        UsageError: naming the flag and the most it allows.
+    """
+    if n < 1:
+        raise UsageError(f"--torch-threads must be >= 1, got {n}")
+    cpus = _usable_cpus()
+    if n > cpus:
+        raise UsageError(
+            f"--torch-threads {n} exceeds the {cpus} CPUs this process may use: give at most {cpus}"
+        )
+
+
+def check_run_settings(run: Any, iterations: int) -> None:
+    """Refuse run settings no run can have, naming the flag and what it allows.
+
+    ``--keep-every`` need not be a multiple of ``--checkpoint-every``: every multiple of
+    ``--keep-every`` is kept whatever ``--checkpoint-every`` is (a kept checkpoint is written
+    on its own iteration, and refreshes latest.pt too).
+
+    Raises:
+        UsageError: a seed outside 0..2**64 - 1; fewer than 1 iteration, checkpoint interval,
+            keep interval, worker or torch thread; more worker processes or torch threads than
+            this machine has CPUs; or --num-workers above 1 with the inline backend.
+    """
+    if not 0 <= run.seed <= SEED_MAX:
+        raise UsageError(f"--seed must be between 0 and 2**64 - 1, got {run.seed}")
+    for flag, value, what in (
+        ("--iterations", iterations, "meta-iterations to train"),
+        ("--checkpoint-every", run.checkpoint_every, "write latest.pt every N iterations"),
+        ("--keep-every", run.keep_every, "keep iter_N.pt every N iterations"),
+        ("--num-workers", run.num_workers, "worker processes or Ray actors"),
+        ("--torch-threads", run.torch_threads, "CPU threads of the optimization"),
+    ):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1 ({what}), got {value}")
+    check_torch_threads(run.torch_threads)
+    cpus = _usable_cpus()
+    if run.backend == "inline" and run.num_workers > 1:
+        raise UsageError(
+            f"--num-workers {run.num_workers} needs --backend processes or --backend ray "
+            "(the inline backend samples in this process)"
+        )
+    if run.backend == "processes" and run.num_workers > cpus:
+        raise UsageError(
+            f"--num-workers {run.num_workers} exceeds the {cpus} CPUs this process may use (the "
+            f"processes backend runs one worker per CPU): give at most {cpus}, or use "
+            "--backend ray with a Ray cluster"
+        )
 
 
 def parse_args(
@@ -220,6 +289,10 @@ def parse_train_args(
     field of :class:`~metarl.train.RunArgs` and of the agent's config is a flag on top. Shared
     by ``metarl train`` and the scripts in ``experiments/`` (``algo_flag``: the script's
     ``--algo`` is shown among the options).
+
+    Raises:
+        UsageError: an unknown algorithm, a renamed flag, or a run setting no run can have
+            (:func:`check_run_settings`), before any work.
     """
     import tyro
 
@@ -275,7 +348,9 @@ def parse_train_args(
     )
     explicit = any(a == "--iterations" or a.startswith("--iterations=") for a in argv)
     iterations = args.config.iterations if explicit else None
-    return _as(RunArgs, args.run), _as(agent_cls.config_cls, args.config), iterations
+    run = _as(RunArgs, args.run)
+    check_run_settings(run, args.config.iterations)
+    return run, _as(agent_cls.config_cls, args.config), iterations
 
 
 def given_settings(argv: Sequence[str]) -> set[str]:
@@ -438,8 +513,7 @@ def _eval(argv: Sequence[str]) -> int:
 def _torch_threads(n: int) -> Iterator[None]:
     """torch's CPU threads set to ``n`` for the block (eval and render, as train's
     ``--torch-threads``: the SB3 baseline and the meta-test otherwise take every core)."""
-    if n < 1:
-        raise UsageError(f"--torch-threads must be >= 1, got {n}")
+    check_torch_threads(n)
     import torch
 
     before = torch.get_num_threads()
@@ -595,8 +669,7 @@ def _render_parser() -> argparse.ArgumentParser:
 def _render(argv: Sequence[str]) -> int:
     check_flags(argv)
     args = _render_parser().parse_args(list(argv))
-    if args.torch_threads < 1:
-        raise UsageError(f"--torch-threads must be >= 1, got {args.torch_threads}")
+    check_torch_threads(args.torch_threads)
     from metarl.video import RenderError, render_adaptation, select_gl_backend
 
     try:

@@ -8,11 +8,14 @@ the sampler holds none of its own (its seeds come from the run's generator).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -57,7 +60,83 @@ from metarl.tasks import TaskSampler, load_task_sampler
 if TYPE_CHECKING:
     pass
 
-__all__ = ["RunArgs", "TrainingError", "build_agent", "train"]
+__all__ = ["RunArgs", "Terminated", "TrainingError", "build_agent", "train"]
+
+
+class Terminated(SystemExit):
+    """Training was stopped by SIGTERM (a scheduler, ``timeout`` or ``kill``), handled like
+    Ctrl-C: the last completed iteration is saved and one line says how to continue.
+
+    A :class:`SystemExit` with status 143 (128 + SIGTERM, what a shell reports for a process
+    that SIGTERM ended), so a command line that lets it through exits as such a process does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+class _SigtermHandler:
+    """While installed, the first SIGTERM raises :class:`Terminated` in the main thread; later
+    ones are ignored, so they cannot cut short the save of the last completed iteration (a
+    SIGKILL still ends the process at once). Within :meth:`deferred` it waits for the block's
+    end."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+        self._deferring = False
+        self._pending = False
+        self.fired = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.fired:
+            return
+        self.fired = True
+        if self._deferring:
+            self._pending = True
+            return
+        raise Terminated()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A SIGTERM within the block raises at its end: what it writes together (an
+        iteration's metrics row, the state kept as completed, its checkpoint) stays together."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._pending:
+            self._pending = False
+            raise Terminated()
+
+    def install(self) -> None:
+        """Install the handler (again: ``ray.init`` replaces it with one that exits at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread; elsewhere SIGTERM stays as it is
+        current = signal.getsignal(signal.SIGTERM)
+        if current == self._handle:
+            return
+        if not self._installed:
+            self._previous = current
+        signal.signal(signal.SIGTERM, self._handle)
+        self._installed = True
+
+    def restore(self) -> None:
+        """Put back the handler that was there before :meth:`install`."""
+        if self._installed:
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGTERM, previous)
+            self._installed = False
+
+
+def _stopped_by(exc: BaseException) -> str | None:
+    """How a signal stopped the run ("terminated by SIGTERM", "interrupted"), or None."""
+    if isinstance(exc, Terminated):
+        return "terminated by SIGTERM"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return None
 
 
 @dataclass(frozen=True)
@@ -284,9 +363,12 @@ def train(
     source, described = _task_source(run, task_sampler)
     threads = torch.get_num_threads()
     torch.set_num_threads(run.torch_threads)
+    sigterm = _SigtermHandler()
+    sigterm.install()
     try:
-        return _train(algo, run, config, iterations, agent_cls, source, described, changes)
+        return _train(algo, run, config, iterations, agent_cls, source, described, changes, sigterm)
     finally:
+        sigterm.restore()
         torch.set_num_threads(threads)
 
 
@@ -299,6 +381,7 @@ def _train(
     source: Any,
     described: dict[str, Any],
     changes: Mapping[str, Any],
+    sigterm: _SigtermHandler,
 ) -> Path:
     from metarl.sampling import make_sampler
     from metarl.sampling.rollout import env_spaces
@@ -308,10 +391,23 @@ def _train(
     torch.manual_seed(run.seed)  # the policy's initialization
     agent = agent_cls(config, observation_space, action_space, device)
     # Built before the run folder: a sampler that cannot start leaves nothing behind.
-    sampler = make_sampler(source, agent.policy, run.backend, run.num_workers, run.horizon)
+    try:
+        sampler = make_sampler(source, agent.policy, run.backend, run.num_workers, run.horizon)
+    except BaseException as exc:
+        stopped = _stopped_by(exc)
+        if stopped is not None:
+            kept = (
+                f"{run.resume} is untouched; continue with --resume {run.resume}"
+                if run.resume is not None
+                else "nothing was written; run the same command again"
+            )
+            print(f"\n{stopped} before the first iteration: {kept}", file=sys.stderr)
+        raise
+    sigterm.install()  # ray.init (the ray backend) installs its own SIGTERM handler
     sampler.on_diverged = "raise"  # no update from a diverged batch: stop with the last good state
     rng = np.random.default_rng(run.seed)
     start = 0
+    restored = False  # whether start is the checkpoint's iteration yet
     lock: RunLock | None = None
     existed = False
     try:
@@ -320,6 +416,7 @@ def _train(
             lock = RunLock(run_dir)  # before anything in the folder is read or changed
             remove_stale_temporaries(run_dir)
             start = _restore(agent, rng, latest_checkpoint(run_dir), algo, device)
+            restored = True
             if changes and start < iterations:
                 record_resume(run_dir, asdict(config), start, dict(changes))
             if start >= iterations:
@@ -357,10 +454,24 @@ def _train(
         sampler.close()
         if lock is not None:
             lock.release()
+        stopped = _stopped_by(exc)
+        if stopped is not None:
+            if run.resume is not None:
+                ckpt = Path(run.resume) / CHECKPOINT_DIR / LATEST
+                kept = f"{ckpt} is untouched; continue with --resume {run.resume}"
+            elif lock is not None:
+                _remove_run_dir(run_dir, keep_folder=existed)
+                what = "emptied" if existed else "removed"
+                kept = f"{run_dir} was {what}; run the same command again"
+            else:
+                kept = "run the same command again"
+            print(f"\n{stopped} before the first iteration: {kept}", file=sys.stderr)
+            raise
         if isinstance(exc, MemoryError | OSError) and run.resume is not None:
             ckpt = Path(run.resume) / CHECKPOINT_DIR / LATEST
+            kept = f"keeps iteration {start} untouched" if restored else "is untouched"
             raise TrainingError(
-                f"cannot resume: {one_line(exc)}; {ckpt} keeps iteration {start} untouched; "
+                f"cannot resume: {one_line(exc)}; {ckpt} {kept}; "
                 f"continue with --resume {run.resume} once that is fixed"
             ) from exc
         if isinstance(exc, MemoryError | OSError) and lock is not None:
@@ -395,12 +506,13 @@ def _train(
             bad = nonfinite_tensors(candidate["agent"])
             if bad:  # never log, save or continue from a non-finite state
                 raise _NonFiniteUpdate(f"its update made {', '.join(bad[:3])} non-finite")
-            logger.log(it, metrics)
-            last = candidate
-            keep = done % run.keep_every == 0 or done == iterations
-            if done % run.checkpoint_every == 0 or keep:
-                save_checkpoint(run_dir, last, done, keep=keep)
-                saved = done
+            with sigterm.deferred():  # its row logged is the iteration kept as completed
+                logger.log(it, metrics)
+                last = candidate
+                keep = done % run.keep_every == 0 or done == iterations
+                if done % run.checkpoint_every == 0 or keep:
+                    save_checkpoint(run_dir, last, done, keep=keep)
+                    saved = done
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(_postfix(metrics), refresh=False)
@@ -511,8 +623,9 @@ def _stop(
         again = "run the same command again"
     if save_error is not None:
         where = f"saving iteration {done} failed too ({one_line(save_error)}); {where}"
-    if isinstance(exc, KeyboardInterrupt):
-        print(f"\ninterrupted: {where}; {again}", file=sys.stderr)
+    stopped = _stopped_by(exc)
+    if stopped is not None:
+        print(f"\n{stopped}: {where}; {again}", file=sys.stderr)
         return
     if isinstance(exc, DivergedError | _NonFiniteUpdate):
         names = [n for n in STEP_SIZES if hasattr(config, n)]

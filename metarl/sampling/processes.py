@@ -1,10 +1,12 @@
 """The worker-process backend: each process owns whole tasks and runs free for a whole batch.
 
-Processes start with ``spawn`` (safe with torch), run torch on one thread, ignore SIGINT (the
-parent handles Ctrl-C and closes them) and exit when the parent's end of their pipe closes, so
-no worker outlives the sampler. The parent synchronises once per batch and waits a bounded
-time: a worker that dies or does not answer within ``timeout`` seconds raises
-:class:`~metarl.sampling.WorkerError` naming it, and the sampler shuts all workers down.
+Processes start with ``spawn`` (safe with torch), run torch on one thread, ignore SIGINT and
+SIGTERM (the parent handles Ctrl-C and SIGTERM, which a terminal, ``timeout`` or a scheduler
+sends to the whole process group, and closes them) and exit when the parent's end of their pipe
+closes, so no worker outlives the sampler, even one whose parent was SIGKILLed. The parent
+synchronises once per batch and waits a bounded time: a worker that dies or does not answer
+within ``timeout`` seconds raises :class:`~metarl.sampling.WorkerError` naming it, and the
+sampler shuts all workers down.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ STARTUP_TIMEOUT = 120.0
 def _worker_main(conn: Connection, payload: bytes) -> None:
     """A worker process: build the envs once, then sample one job per message until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(1)
@@ -71,13 +74,11 @@ def _shutdown(processes: list[BaseProcess], conns: list[Connection]) -> None:
     deadline = time.monotonic() + 2.0
     for proc in processes:
         proc.join(max(0.0, deadline - time.monotonic()))
-    for proc in processes:
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(1.0)
+    for proc in processes:  # busy or hung past the grace time: it ignores SIGTERM, so SIGKILL
         if proc.is_alive():
             proc.kill()
-            proc.join(1.0)
+    for proc in processes:
+        proc.join(1.0)
     for conn in conns:
         conn.close()
 

@@ -2,14 +2,19 @@
 
 Needs the ``ray`` extra (``pip install metarl[ray]``). The same code samples on a laptop's
 local Ray and on a cluster of many nodes: start Ray (``ray.init(address=...)``) before building
-the sampler, or let the sampler start a local one. Actors run the same
-:class:`~metarl.sampling.rollout.RolloutWorker` as the other backends, so batches are identical.
+the sampler, give it a cluster's address (or set ``RAY_ADDRESS``, or ``ray start`` one on this
+machine), or let the sampler start a local one. A local one listens on 127.0.0.1 only (see
+:func:`init_local_ray`); a cluster keeps the network settings its owner gave it. Actors run the
+same :class:`~metarl.sampling.rollout.RolloutWorker` as the other backends, so batches are
+identical.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +25,7 @@ from metarl.sampling.rollout import Job, RolloutWorker
 from metarl.sampling.sampler import Sampler, WorkerError
 from metarl.tasks import TaskSampler
 
-__all__ = ["RaySampler"]
+__all__ = ["RaySampler", "init_local_ray"]
 
 Array = np.ndarray
 
@@ -55,6 +60,64 @@ def _import_ray() -> Any:
     return ray
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for its single-machine mode (the default on macOS and Windows): set to 0, Ray
+takes 127.0.0.1 as the node's address, and every Ray server binds to the node's address when
+that is a loopback one."""
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """While Ray starts: 127.0.0.1 as this node's address, for the driver and for every process
+    Ray starts (they inherit the environment; the driver read the constant when it imported
+    Ray, so it is set for the duration too)."""
+    from ray._private import ray_constants
+
+    before_env = os.environ.get(LOOPBACK_ENV)
+    before_constant = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_constant
+        if before_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = before_env
+
+
+def _joins_a_cluster(address: str | None) -> bool:
+    """Whether ``ray.init(address)`` joins a running cluster (an address given, ``"auto"``,
+    ``RAY_ADDRESS``, or one that ``ray start`` left on this machine) rather than starting a new
+    instance here (no address, or ``"local"``)."""
+    if address == "local":
+        return False
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return True  # the user's choice, a ray:// client address included
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a Ray without it: no address means a new instance
+        return False
+    # Ray's own lookup of a `ray start` cluster (its annotation says str; ray.init passes None).
+    return canonicalize_bootstrap_address(None) is not None  # type: ignore[arg-type]
+
+
+def init_local_ray(**kwargs: Any) -> None:
+    """``ray.init(address="local", **kwargs)`` with every Ray process listening on 127.0.0.1.
+
+    Ray's ``_node_ip_address="127.0.0.1"`` does not do this: ``ray.init`` replaces a loopback
+    address with the machine's routable one, and its GCS, raylet, workers, dashboard process,
+    dashboard agent, runtime-env agent and autoscaler monitor then listen on all interfaces or
+    on that address (https://github.com/ray-project/ray/pull/59852 moves Ray's own servers to
+    the node's address). Ray's single-machine mode takes 127.0.0.1 as the node's address and
+    each of them binds to it. A cluster started this way takes no other machine.
+    """
+    ray = _import_ray()
+    with _loopback_node():
+        ray.init(address="local", **kwargs)
+
+
 class RaySampler(Sampler):
     """Ray actors, one batch per synchronisation.
 
@@ -62,8 +125,9 @@ class RaySampler(Sampler):
         source, policy, horizon, fast_path: as for :class:`~metarl.sampling.Sampler`.
         num_workers: actors (one CPU each); tasks are split between them in contiguous ranges.
         timeout: seconds to wait for a batch (and for start-up) before raising a WorkerError.
-        address: the Ray cluster to join when Ray is not initialised yet (None: start a
-            local one).
+        address: the Ray cluster to join when Ray is not initialised yet (None: the one
+            ``RAY_ADDRESS`` names or ``ray start`` left running here, else a new local one
+            that listens on 127.0.0.1 only and has as many CPUs as this machine).
     """
 
     def __init__(
@@ -85,7 +149,17 @@ class RaySampler(Sampler):
         ray = _import_ray()
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False)
+            if _joins_a_cluster(address):
+                ray.init(address=address, include_dashboard=False)  # its owner's settings
+            else:
+                init_local_ray(include_dashboard=False)
+                cpus = int(ray.cluster_resources().get("CPU", 0))
+                if num_workers > cpus:  # the others would wait for a CPU for ever
+                    raise ValueError(
+                        f"--num-workers {num_workers} exceeds the {cpus} CPUs of the local "
+                        f"Ray instance (each actor takes one): use at most {cpus}, or join a "
+                        "Ray cluster (RAY_ADDRESS)"
+                    )
         self.num_workers = num_workers
         self.timeout = float(timeout)
         actor = ray.remote(num_cpus=1)(_RayWorker)

@@ -1,10 +1,10 @@
 """Fault injection: what users are promised when things go wrong.
 
-Real faults only: NaN weights and NaN observations from a real env, a SIGKILL at each point
-of a checkpoint write, a worker process killed mid-batch, flipped bytes, cut metrics files, a
-second trainer, a full disk. Each asserts the promise: a diverged policy never scores, nothing
-kept is lost, at most the iteration in flight is redone (bit-identically), and every failure
-is one clear line.
+Real faults only: NaN weights and NaN observations from a real env, a SIGKILL at each point of a
+checkpoint write, a worker process or Ray actor killed mid-batch, a SIGTERM mid-training,
+flipped bytes, cut metrics files, a second trainer, a full disk. Each asserts the promise: a
+diverged policy never scores, nothing kept is lost, at most the iteration in flight is redone
+(bit-identically), and every failure is one clear line.
 """
 
 from __future__ import annotations
@@ -482,6 +482,164 @@ def test_a_worker_killed_mid_batch_resumes_bit_identically(tmp_path):
     assert_same_run(straight, broken)
 
 
+@pytest.fixture
+def local_ray() -> Any:
+    """Ray, not yet started: the test's RaySampler starts a local instance (on 127.0.0.1),
+    shut down afterwards."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_ray_actor_killed_mid_batch_resumes_bit_identically(tmp_path, local_ray):
+    # Ray sends the family to its actors with its own cloudpickle: by value, as for processes.
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "kill-once"
+    marker.touch()
+
+    def sampler(die_at: int = 10**9) -> FamilyTaskSampler:
+        return FamilyTaskSampler(DyingPoint2D(str(marker), die_at, horizon=H))
+
+    args = dict(env="DyingPoint2DTest", horizon=H, progress=False, checkpoint_every=10)
+    config = replace(TINY, iterations=4)
+    straight = train(
+        "maml-trpo", RunArgs(run_dir=tmp_path / "a", **args), config, task_sampler=sampler()
+    )
+    # 2 actors on a local Ray; the first to reach its 3rd iteration's 4th step SIGKILLs its
+    # own process (the marker: only one of them, as in the processes test).
+    broken = tmp_path / "b"
+    with pytest.raises(TrainingError) as info:
+        train(
+            "maml-trpo",
+            RunArgs(run_dir=broken, backend="ray", num_workers=2, **args),
+            config,
+            task_sampler=sampler(die_at=2 * 2 * H + 3),
+        )
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.search(
+        r"iteration 3 failed: Ray actor [01] \(pid \d+ on .*\) died during sampling", message
+    )
+    assert f"keeps iteration 2; continue with --resume {broken}" in message
+    assert not marker.exists()
+    assert load_checkpoint(latest_checkpoint(broken))["iteration"] == 2
+    assert [r["iteration"] for r in rows(broken)] == ["0", "1"]
+    train(
+        "maml-trpo",
+        RunArgs(resume=broken, backend="ray", num_workers=2, **args),
+        config,
+        task_sampler=sampler(),
+    )
+    assert_same_run(straight, broken)
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process (Linux /proc)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        state, ppid = text.rsplit(")", 1)[1].split()[:2]
+        table[int(stat.parent.name)] = (int(ppid), state)
+    return table
+
+
+def _descendants(pid: int) -> set[int]:
+    table = _process_table()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, (ppid, _) in table.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _running(pids: set[int]) -> set[int]:
+    """The processes of ``pids`` still running (a zombie is dead: it waits for its reaper)."""
+    table = _process_table()
+    return {p for p in pids if p in table and table[p][1] != "Z"}
+
+
+# Ray's own log lines (a local instance starting; its C++ core), not metarl's messages.
+_RAY_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ |\[\d{4}-\d\d-\d\d )")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_sigterm_mid_training_saves_the_last_iteration_and_resumes_bit_identically(
+    tmp_path, capsys, backend
+):
+    if backend == "ray":
+        pytest.importorskip("ray")
+    argv = [
+        "train",
+        "maml-trpo",
+        "--env",
+        "Point2DNav",
+        "--horizon",
+        str(H),
+        "--meta-batch-size",
+        "3",
+        "--episodes-per-task",
+        "2",
+        "--hidden-sizes",
+        "8",
+        "--no-progress",
+    ]
+    run_dir = tmp_path / "run"
+    # No checkpoint would be written before iteration 1000: only the SIGTERM's save keeps any.
+    trainer = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "metarl", *argv, "--iterations", "1000"),
+            *("--checkpoint-every", "1000", "--keep-every", "1000"),
+            *("--backend", backend, "--num-workers", "2", "--run-dir", str(run_dir)),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        metrics = run_dir / "metrics.csv"
+        while time.monotonic() < deadline and trainer.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                break  # the header and two completed iterations
+            time.sleep(0.005)  # the SIGTERM lands close to a row's write, the racy moment
+        assert trainer.poll() is None, trainer.communicate()[1]
+        helpers = _descendants(trainer.pid)  # its sampler's worker processes or Ray's
+        assert len(helpers) >= 2
+        trainer.send_signal(signal.SIGTERM)  # as a scheduler, `timeout` or `kill` does
+        _, err = trainer.communicate(timeout=120)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+    assert trainer.returncode == 143, err
+    ours = [line for line in err.splitlines() if line.strip() and not _RAY_LOG.match(line)]
+    assert_one_line("\n".join(ours), "terminated by SIGTERM: ", "latest.pt keeps iteration ")
+    done = int(re.search(r"keeps iteration (\d+)", err).group(1))
+    assert f"keeps iteration {done}; continue with --resume {run_dir}" in err
+    assert done >= 2
+    assert load_checkpoint(latest_checkpoint(run_dir))["iteration"] == done
+    assert [r["iteration"] for r in rows(run_dir)] == [str(i) for i in range(done)]
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+    RunLock(run_dir).release()  # free: a new trainer may take the run
+    deadline = time.monotonic() + 60  # Ray's own processes stop once its driver has gone
+    while _running(helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(helpers), "processes outlived the trainer"
+    # Resumed (here, inline) it ends as a run that never stopped, bit for bit.
+    end = str(done + 2)
+    resume = ["train", "maml-trpo", "--resume", str(run_dir), "--iterations", end, "--no-progress"]
+    assert cli(capsys, *resume)[0] == 0
+    straight = tmp_path / "straight"
+    assert cli(capsys, *argv, "--iterations", end, "--run-dir", str(straight))[0] == 0
+    assert_same_run(straight, run_dir)
+
+
 def test_an_exception_mid_run_saves_the_last_completed_iteration(tmp_path):
     marker = tmp_path / "fail-once"
     config = replace(TINY, iterations=4)
@@ -585,6 +743,32 @@ def test_a_full_disk_loses_nothing_and_resumes_bit_identically(tmp_path, capsys)
             == 0
         )
         assert_same_run(straight, run_dir)
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_resume_on_a_read_only_file_system_is_one_line_naming_no_wrong_iteration(tmp_path, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        run_dir = train("maml-trpo", run_args(disk / "run"), replace(TINY, iterations=2))
+        before = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
+        assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
+        code, err = cli(capsys, "train", "maml-trpo", "--resume", str(run_dir), "--iterations", "3")
+        assert code == 1
+        # The lock cannot be taken before the checkpoint is read: no iteration is claimed.
+        assert_one_line(
+            err,
+            "cannot resume: OSError: [Errno 30] Read-only file system",
+            "latest.pt is untouched; continue with --resume",
+        )
+        assert "keeps iteration" not in err
+        assert {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()} == before
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
 
