@@ -150,7 +150,15 @@ class RaySampler(Sampler):
         self._ray = ray
         if not ray.is_initialized():
             if _joins_a_cluster(address):
-                ray.init(address=address, include_dashboard=False)  # its owner's settings
+                try:
+                    ray.init(address=address, include_dashboard=False)  # its owner's settings
+                except (ConnectionError, RuntimeError) as exc:  # unreachable, auth, version
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise WorkerError(
+                        f"could not join the Ray cluster {address or '(RAY_ADDRESS)'}: "
+                        f"{type(exc).__name__}: {first} (a cluster with token authentication "
+                        "also needs RAY_AUTH_MODE=token)"
+                    ) from exc
             else:
                 init_local_ray(include_dashboard=False)
                 cpus = int(ray.cluster_resources().get("CPU", 0))
