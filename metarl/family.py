@@ -34,6 +34,7 @@ __all__ = [
     "ParamSpec",
     "TaskFamily",
     "Variant",
+    "as_family",
 ]
 
 Array = np.ndarray
@@ -376,6 +377,21 @@ class TaskFamily(ABC):
 # --------------------------------------------------------------------------------------------
 
 
+def as_family(family: str | TaskFamily, **family_kwargs: Any) -> TaskFamily:
+    """``family`` itself, or the registered family of that name built with ``family_kwargs``.
+
+    Raises:
+        ValueError: options given beside an instance, or an unknown name.
+    """
+    if isinstance(family, TaskFamily):
+        if family_kwargs:
+            raise ValueError("pass family options to the family, not beside an instance")
+        return family
+    from metarl.registry import make_family
+
+    return make_family(family, **family_kwargs)
+
+
 class MetaEnv(gym.Env):
     """A single environment of a task family: the registered ``metarl/<Family>-v0``.
 
@@ -399,14 +415,7 @@ class MetaEnv(gym.Env):
         height: int = 480,
         **family_kwargs: Any,
     ) -> None:
-        if isinstance(family, TaskFamily):
-            if family_kwargs:
-                raise ValueError("pass family options to the family, not beside an instance")
-            self.family = family
-        else:
-            from metarl.registry import make_family
-
-            self.family = make_family(family, **family_kwargs)
+        self.family = as_family(family, **family_kwargs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
@@ -500,14 +509,7 @@ class FamilyTaskSampler:
     """
 
     def __init__(self, family: str | TaskFamily, **family_kwargs: Any) -> None:
-        if isinstance(family, TaskFamily):
-            if family_kwargs:
-                raise ValueError("pass family options to the family, not beside an instance")
-            self.family = family
-        else:
-            from metarl.registry import make_family
-
-            self.family = make_family(family, **family_kwargs)
+        self.family = as_family(family, **family_kwargs)
         self.name = self.family.name
         self.observation_space = self.family.observation_space
         self.action_space = self.family.action_space
