@@ -78,12 +78,6 @@ class MAMLTRPOConfig:
     """Conjugate-gradient iterations."""
     cg_damping: float = 1e-5
     """Damping added to the KL Hessian."""
-    hvp_subsample: float = 1.0
-    """Fraction of the steps used for the KL Hessian-vector products: every
-    ``round(1 / hvp_subsample)``-th step of every episode (1: all, the exact curvature). Only
-    CG's products are estimated from the subset: the gradient, the step's scale (one product
-    with every step's curvature) and the line search's loss and KL use every step, so the
-    trust region still holds exactly."""
     ls_max_steps: int = 15
     """Line-search tries."""
     ls_backtrack_ratio: float = 0.8
@@ -121,7 +115,6 @@ class MAMLTRPOConfig:
             (self.max_kl > 0, "max_kl must be > 0"),
             (self.cg_iters >= 1, "cg_iters must be >= 1"),
             (self.cg_damping >= 0, "cg_damping must be >= 0"),
-            (0 < self.hvp_subsample <= 1, "hvp_subsample must be in (0, 1]"),
             (self.ls_max_steps >= 1, "ls_max_steps must be >= 1"),
             (0 < self.ls_backtrack_ratio < 1, "ls_backtrack_ratio must be in (0, 1)"),
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
@@ -215,17 +208,6 @@ class TaskSteps:
         obs, actions, adv = (f.contiguous() for f in fields)
         weights = valid.to(obs.dtype) / counts.clamp_min(1).to(obs.dtype).unsqueeze(1)
         return cls(obs=obs, actions=actions, advantages=adv, weights=weights)
-
-    def every(self, stride: int) -> TaskSteps:
-        """Every ``stride``-th step of each task (so every episode's, spread over its length),
-        reweighted to a mean over the steps kept."""
-        weights = self.weights[:, ::stride]
-        return TaskSteps(
-            obs=self.obs[:, ::stride].contiguous(),
-            actions=self.actions[:, ::stride].contiguous(),
-            advantages=self.advantages[:, ::stride].contiguous(),
-            weights=weights / weights.sum(1, keepdim=True).clamp_min(1e-30),
-        )
 
     def tasks(self, which: slice) -> TaskSteps:
         """The steps of the tasks ``which`` (views, no copy)."""
@@ -602,12 +584,6 @@ class MAMLTRPO(MetaAgent):
             kl = kl + share * part_kl
         return loss, kl
 
-    def _curvature_steps(self, steps: list[TaskSteps]) -> list[TaskSteps]:
-        """The steps the curvature is estimated from: every ``round(1 / hvp_subsample)``-th
-        step of every episode (all of them at 1)."""
-        stride = max(1, round(1.0 / self.config.hvp_subsample))
-        return [s.every(stride) for s in steps] if stride > 1 else list(steps)
-
     def _start_inner_steps(self, first: TaskSteps, valid: TaskSteps | None = None) -> _InnerSteps:
         """:class:`_InnerSteps` before any step, its task groups sized for one inner batch
         (``first``) and the post-adaptation batch (``valid``; before it is sampled, as large
@@ -624,17 +600,6 @@ class MAMLTRPO(MetaAgent):
         if valid is not None:
             steps.attach(valid)
         return steps
-
-    def _curvature_hvp(
-        self, train: list[TaskSteps], valid: TaskSteps, damping: float
-    ) -> Callable[[Tensor], Tensor]:
-        """``v -> (H + damping I) v`` on (a subsample of) the episodes: ``H`` the Hessian in
-        ``theta`` of the mean KL between the adapted policies at the current ``theta`` and at
-        ``theta + v``, both adapted on ``train``. On a subsample the adapted policies differ
-        slightly from the sampling ones, so its own adapted policies are the KL's reference:
-        the KL is zero there with zero gradient, and its Hessian is the curvature of the same
-        trust region (exactly ``mean_k J_k^T F_k J_k``, as :class:`_InnerSteps` writes it)."""
-        return self._inner_steps(train, valid).hvp(damping)
 
     # -- meta-training -----------------------------------------------------------------------
     def train_step(
@@ -683,17 +648,8 @@ class MAMLTRPO(MetaAgent):
             accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
             metrics["trpo/nonfinite"] = 1.0
         else:
-            # CG runs on (a subsample of) the curvature; the step is scaled by every step's
-            # (a subsample's CG underestimates the KL along its own solution).
-            exact = inner.hvp(cfg.cg_damping)
-            *sub_train, sub_valid = self._curvature_steps([*train, valid_steps])
-            if sub_valid is valid_steps:  # every step: the same batches
-                full_step, expected = trpo_full_step(exact, grad, cfg.max_kl, cfg.cg_iters)
-            else:
-                subsample = self._curvature_hvp(sub_train, sub_valid, cfg.cg_damping)
-                full_step, expected = trpo_full_step(
-                    subsample, grad, cfg.max_kl, cfg.cg_iters, metric=exact
-                )
+            hvp = inner.hvp(cfg.cg_damping)
+            full_step, expected = trpo_full_step(hvp, grad, cfg.max_kl, cfg.cg_iters)
             # The line search asks for the loss, then the KL, of each candidate: one pass
             # computes both, so the KL is kept for the question that follows.
             last_kl: dict[int, Tensor] = {}

@@ -142,30 +142,22 @@ def _conjugate_gradient(
 
 
 def trpo_full_step(
-    Avp: Callable[[Tensor], Tensor],
-    g: Tensor,
-    max_kl: float,
-    iters: int = 10,
-    metric: Callable[[Tensor], Tensor] | None = None,
+    Avp: Callable[[Tensor], Tensor], g: Tensor, max_kl: float, iters: int = 10
 ) -> tuple[Tensor, float]:
-    """TRPO's full step for a loss with gradient ``g``: ``-x * sqrt(2 max_kl / x.M x)``.
+    """TRPO's full step for a loss with gradient ``g``: ``-x * sqrt(2 max_kl / x.A x)``.
 
-    ``x`` solves ``A x = g`` by :func:`conjugate_gradient` (``A``: the KL's Hessian, or an
-    estimate of it), and ``M`` (``metric``; ``A`` when None) is the KL's Hessian the step is
-    scaled by, so that its quadratic KL ``x.M x / 2`` is exactly ``max_kl``. For ``M = A``,
-    ``A x`` is summed from CG's own products (no further product); CG's cheaper recurrence
-    ``x.A x = sum alpha * r.r`` is not used, because it holds only while the search
-    directions stay ``A``-conjugate, and in float32 on a policy's ill-conditioned KL Hessian
-    they drift apart within ten iterations (MAML-TRPO on HalfCheetahDir: 7% too small, so the
-    step overshot the trust region by as much before the line search). Another ``M`` costs one
-    product.
+    ``x`` solves ``A x = g`` by :func:`conjugate_gradient` (``A``: the KL's Hessian), and the
+    step is scaled so that its quadratic KL ``x.A x / 2`` is exactly ``max_kl``, ``A x`` summed
+    from CG's own products (no further product). CG's cheaper recurrence ``x.A x = sum alpha *
+    r.r`` is not used, because it holds only while the search directions stay ``A``-conjugate,
+    and in float32 on a policy's ill-conditioned KL Hessian they drift apart within ten
+    iterations (MAML-TRPO on HalfCheetahDir: 7% too small, so the step overshot the trust
+    region by as much before the line search).
 
     Returns:
         ``(full_step, expected_improvement)``: the ``[N]`` step and ``-g . full_step``.
     """
     x, ax = _conjugate_gradient(Avp, g, iters, 1e-10)
-    if metric is not None:
-        ax = metric(x).detach()
     # At least 2e-16 (a zero gradient gives a zero step); NaN stays NaN, and the line
     # search rejects the non-finite step.
     quadratic = max(float(x @ ax), 2e-16)

@@ -308,32 +308,23 @@ def test_paper_preset_follows_the_result_files() -> None:
     assert MAMLTRPO.preset("paper", "HalfCheetahVel").max_kl == 0.01
 
 
-def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> None:
+def test_the_curvature_kl_is_zero_with_zero_gradient_at_theta(setup: Setup) -> None:
     agent = setup.agent
     theta = agent.policy.params()
-    full = reference_curvature_kl(agent, [setup.steps], setup.valid_steps, True)
-    # With every episode, the curvature KL is the training KL itself.
-    assert full(theta).item() == pytest.approx(
+    kl = reference_curvature_kl(agent, [setup.steps], setup.valid_steps, True)
+    # The curvature KL is the training KL itself.
+    assert kl(theta).item() == pytest.approx(
         agent.meta_objective(theta, [setup.steps], setup.valid_steps, setup.old, True)[1].item(),
         abs=1e-12,
     )
-    sub_agent = make_agent(hvp_subsample=0.5)
-    sub_agent.policy.load_state_dict(agent.policy.state_dict())
-    sub_train, sub_valid = sub_agent._curvature_steps([setup.steps, setup.valid_steps])
-    # Every second step of every episode, each task's weights a mean over the steps kept.
-    assert sub_valid.obs.shape[1] == (setup.valid_steps.obs.shape[1] + 1) // 2
-    torch.testing.assert_close(sub_valid.obs, setup.valid_steps.obs[:, ::2])
-    torch.testing.assert_close(sub_valid.weights.sum(1), torch.ones(K, dtype=torch.float64))
-    sub = reference_curvature_kl(sub_agent, [sub_train], sub_valid, True)
-    theta = sub_agent.policy.params()
-    value = sub(theta)
+    value = kl(theta)
     assert value.item() == pytest.approx(0.0, abs=1e-12)
     (grad,) = torch.autograd.grad(value, [theta["log_std"]], create_graph=True)
     assert grad.abs().max().item() < 1e-10
     # Its Hessian is positive semi-definite along random directions.
     from metarl.optim import hessian_vector_product
 
-    hvp = hessian_vector_product(sub, theta, 0.0)
+    hvp = hessian_vector_product(kl, theta, 0.0)
     n = sum(p.numel() for p in theta.values())
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
@@ -342,28 +333,24 @@ def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> Non
 
 
 @pytest.mark.parametrize(
-    ("subsample", "num_steps", "first_order"),
-    [(1.0, 1, False), (0.5, 1, False), (1.0, 2, False), (0.5, 2, True), (1.0, 1, True)],
+    ("num_steps", "first_order"), [(1, False), (2, False), (2, True), (1, True)]
 )
 def test_written_out_curvature_equals_the_double_backward_hessian(
-    subsample: float, num_steps: int, first_order: bool
+    num_steps: int, first_order: bool
 ) -> None:
     """``mean_k J_k^T F_k J_k`` as _InnerSteps writes it out, against autograd's Hessian of the
-    KL through the inner steps (``J = I`` first order), on all steps and on a subsample."""
+    KL through the inner steps (``J = I`` first order)."""
     from metarl.optim import hessian_vector_product
 
-    agent = make_agent(hvp_subsample=subsample, num_adapt_steps=num_steps, first_order=first_order)
+    agent = make_agent(num_adapt_steps=num_steps, first_order=first_order)
     batches = [make_batch(seed) for seed in (1, 3)[:num_steps]]
-    valid = make_batch(2)
-    *sub_train, sub_valid = agent._curvature_steps(
-        [TaskSteps.pack(b, agent._advantages(b)) for b in [*batches, valid]]
-    )
+    *train, valid = [TaskSteps.pack(b, agent._advantages(b)) for b in [*batches, make_batch(2)]]
     reference = hessian_vector_product(
-        reference_curvature_kl(agent, sub_train, sub_valid, not first_order),
+        reference_curvature_kl(agent, train, valid, not first_order),
         agent.policy.params(),
         0.1,
     )
-    written_out = agent._curvature_hvp(sub_train, sub_valid, 0.1)
+    written_out = agent._inner_steps(train, valid).hvp(0.1)
     n = sum(p.numel() for p in agent.policy.params().values())
     gen = torch.Generator().manual_seed(4)
     for _ in range(3):
