@@ -650,29 +650,16 @@ class MAMLTRPO(MetaAgent):
         else:
             hvp = inner.hvp(cfg.cg_damping)
             full_step, expected = trpo_full_step(hvp, grad, cfg.max_kl, cfg.cg_iters)
-            # The line search asks for the loss, then the KL, of each candidate: one pass
-            # computes both, so the KL is kept for the question that follows.
-            last_kl: dict[int, Tensor] = {}
 
             def outer(p: Params) -> tuple[Tensor, Tensor]:
                 return self._outer_by_groups(p, train, valid_steps, old_dist)
 
-            def candidate_loss(p: Params) -> Tensor:
-                value, kl = outer(p)
-                last_kl.clear()
-                last_kl[id(p)] = kl
-                return value
-
-            def candidate_kl(p: Params) -> Tensor:
-                return last_kl[id(p)] if id(p) in last_kl else outer(p)[1]
-
             result = backtracking_line_search(
-                loss_fn=candidate_loss,
-                kl_fn=candidate_kl,
-                params=theta,
-                full_step=full_step,
-                expected_improvement=expected,
-                max_kl=cfg.max_kl,
+                outer,
+                theta,
+                full_step,
+                expected,
+                cfg.max_kl,
                 ratio=cfg.ls_backtrack_ratio,
                 max_steps=cfg.ls_max_steps,
                 old_loss=loss.item(),

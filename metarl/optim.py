@@ -238,8 +238,7 @@ class LineSearchResult:
 
 
 def backtracking_line_search(
-    loss_fn: Callable[[dict[str, Tensor]], Tensor | float],
-    kl_fn: Callable[[dict[str, Tensor]], Tensor | float],
+    objective: Callable[[dict[str, Tensor]], tuple[Tensor | float, Tensor | float]],
     params: Mapping[str, Tensor],
     full_step: Tensor,
     expected_improvement: Tensor | float,
@@ -253,14 +252,13 @@ def backtracking_line_search(
 
     The first candidate whose loss and KL are finite, whose loss decreased (by more than
     ``accept_ratio * ratio**i * expected_improvement``) and whose ``kl <= max_kl`` is accepted.
-    The defaults (0.8, 15 steps, plain decrease) are pytorch-maml-rl's. Candidates are fresh
-    leaf tensors with the original ``requires_grad``, so ``loss_fn`` may differentiate through
-    them (MAML's inner adaptation step does). Non-finite parameters are never returned.
+    The defaults (0.8, 15 steps, plain decrease) are pytorch-maml-rl's, whose surrogate also
+    returns the loss and the KL of a candidate together. Candidates are fresh leaf tensors with
+    the original ``requires_grad``, so ``objective`` may differentiate through them (MAML's
+    inner adaptation step does). Non-finite parameters are never returned.
 
     Args:
-        loss_fn: ``params -> scalar loss`` to minimise (e.g. the surrogate loss).
-        kl_fn: ``params -> scalar KL`` from the old policy; evaluated only for candidates whose
-            loss improved.
+        objective: ``params -> (scalar loss to minimise, scalar KL from the old policy)``.
         params: the current parameters (name -> tensor).
         full_step: ``[N]`` flat update for ``step_fraction = 1`` (for TRPO ``-beta * s`` with
             ``H s = g`` and ``beta = sqrt(2 * max_kl / s.H s)``), ordered like
@@ -271,7 +269,7 @@ def backtracking_line_search(
         ratio: shrink factor in ``(0, 1)``.
         max_steps: how many fractions to try, ``>= 1``.
         accept_ratio: minimal ratio of actual to expected improvement (0: any decrease).
-        old_loss: ``loss_fn(params)`` if already known (computed otherwise).
+        old_loss: the loss at ``params`` if already known (computed otherwise).
 
     Returns:
         A :class:`LineSearchResult`.
@@ -291,7 +289,7 @@ def backtracking_line_search(
             f"full_step must be a flat vector of {flat.numel()} elements (the parameters' size), "
             f"got shape {tuple(full_step.shape)}"
         )
-    loss0 = _scalar(loss_fn(params) if old_loss is None else old_loss)
+    loss0 = _scalar(objective(params)[0] if old_loss is None else old_loss)
     expected = _scalar(expected_improvement)
     rejected = LineSearchResult(False, params, 0.0, loss0, 0.0, loss0, 0)
     if not math.isfinite(loss0) or not bool(torch.isfinite(full_step).all()):
@@ -305,11 +303,12 @@ def backtracking_line_search(
                 name: t.detach().clone().requires_grad_(params[name].requires_grad)
                 for name, t in unflatten_params(candidate_flat, params).items()
             }
-            loss = _scalar(loss_fn(candidate))
+            loss_value, kl_value = objective(candidate)
+            loss = _scalar(loss_value)
             improvement = loss0 - loss
             wanted = accept_ratio * fraction * expected if accept_ratio > 0 else 0.0
             if math.isfinite(loss) and improvement > 0 and improvement >= wanted:
-                kl = _scalar(kl_fn(candidate))
+                kl = _scalar(kl_value)
                 if math.isfinite(kl) and kl <= max_kl:
                     return LineSearchResult(True, candidate, fraction, loss, kl, loss0, i + 1)
     return LineSearchResult(False, params, 0.0, loss0, 0.0, loss0, max_steps)
