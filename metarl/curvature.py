@@ -50,7 +50,8 @@ OuterLoss = Callable[
 (autograd through the inner steps, no second-order graph) on the tasks of the batches given."""
 
 
-_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": torch.nn.functional.elu}
+_WRITTEN_OUT = ("elu", "relu", "tanh")
+"""The policy activations whose derivatives :func:`_derivatives` writes out."""
 
 
 def _derivatives(
@@ -106,12 +107,13 @@ class _Linearization:
         self.inputs_rows: list[Tensor] = []  # each layer's input, step-major, [K, N, in]
         self.d1: list[Tensor] = []  # phi'(z) of each hidden layer, [K, out, N]
         self.q: list[Tensor | None] = []  # phi''(z) / phi'(z) of each hidden layer (None: zero)
-        if policy.activation not in _ACTIVATIONS:
+        if policy.activation not in _WRITTEN_OUT:
             raise ValueError(
                 f"no curvature products for activation {policy.activation!r}; "
-                f"supported: {sorted(_ACTIVATIONS)}"
+                f"supported: {list(_WRITTEN_OUT)}"
             )
-        act = _ACTIVATIONS[policy.activation]
+        # The policy's own activation modules, one per hidden layer.
+        acts = [m for m in policy.mean_net if not isinstance(m, torch.nn.Linear)]
         K, N = obs.shape[0], obs.shape[1]
         ones = torch.ones(K, 1, N, dtype=obs.dtype, device=obs.device)
         rows = obs.detach().contiguous()
@@ -127,7 +129,7 @@ class _Linearization:
                 if layer == len(self.keys) - 1:
                     self.mean_t = z  # [K, A, N]
                     break
-                x = act(z)
+                x = acts[layer](z)
                 d1, q = _derivatives(policy.activation, z, x, second_order)
                 self.d1.append(d1)
                 self.q.append(q)
@@ -326,7 +328,7 @@ def written_out_meta_objective(
     ``cpu_chunk_steps``: on a CPU every pass runs over groups of tasks of about this many steps
     each (0: all tasks at once, as always on a GPU). ``outer_loss`` is what the line search's
     candidates are scored with, run group by group."""
-    if policy.activation not in _ACTIVATIONS:
+    if policy.activation not in _WRITTEN_OUT:
         return None
     return WrittenOutMetaObjective(policy, adapt_lr, first_order, cpu_chunk_steps, outer_loss)
 
