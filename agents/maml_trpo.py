@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from metarl.advantages import discounted_returns, gae, normalize_advantages
-from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics
+from metarl.agent import AdaptedPolicy, MetaAgent, check_settings, success_metrics
 from metarl.baselines import LinearFeatureBaseline
 from metarl.curvature import WrittenOutMetaObjective, in_task_groups, written_out_meta_objective
 from metarl.optim import (
@@ -106,26 +106,24 @@ class MAMLTRPOConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.iterations >= 1, "iterations must be >= 1"),
-            (self.meta_batch_size >= 1, "meta_batch_size must be >= 1"),
-            (self.episodes_per_task >= 1, "episodes_per_task must be >= 1"),
-            (self.num_adapt_steps >= 1, "num_adapt_steps must be >= 1"),
-            (self.adapt_lr > 0, "adapt_lr must be > 0"),
-            (self.max_kl > 0, "max_kl must be > 0"),
-            (self.cg_iters >= 1, "cg_iters must be >= 1"),
-            (self.cg_damping >= 0, "cg_damping must be >= 0"),
-            (self.ls_max_steps >= 1, "ls_max_steps must be >= 1"),
-            (0 < self.ls_backtrack_ratio < 1, "ls_backtrack_ratio must be in (0, 1)"),
-            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
-            (0 <= self.gae_lambda <= 1, "gae_lambda must be in [0, 1]"),
-            (min(self.hidden_sizes, default=0) >= 1, "hidden_sizes must be positive widths"),
-            (self.init_std > 0, "init_std must be > 0"),
-            (self.policy_init in INITS, f"policy_init must be one of {list(INITS)}"),
-            (self.cpu_chunk_steps >= 0, "cpu_chunk_steps must be >= 0"),
+            (self.iterations >= 1, "iterations", ">= 1"),
+            (self.meta_batch_size >= 1, "meta_batch_size", ">= 1"),
+            (self.episodes_per_task >= 1, "episodes_per_task", ">= 1"),
+            (self.num_adapt_steps >= 1, "num_adapt_steps", ">= 1"),
+            (self.adapt_lr > 0, "adapt_lr", "> 0"),
+            (self.max_kl > 0, "max_kl", "> 0"),
+            (self.cg_iters >= 1, "cg_iters", ">= 1"),
+            (self.cg_damping >= 0, "cg_damping", ">= 0"),
+            (self.ls_max_steps >= 1, "ls_max_steps", ">= 1"),
+            (0 < self.ls_backtrack_ratio < 1, "ls_backtrack_ratio", "in (0, 1)"),
+            (0 <= self.gamma <= 1, "gamma", "in [0, 1]"),
+            (0 <= self.gae_lambda <= 1, "gae_lambda", "in [0, 1]"),
+            (min(self.hidden_sizes, default=0) >= 1, "hidden_sizes", "positive widths"),
+            (self.init_std > 0, "init_std", "> 0"),
+            (self.policy_init in INITS, "policy_init", f"one of {list(INITS)}"),
+            (self.cpu_chunk_steps >= 0, "cpu_chunk_steps", ">= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"MAMLTRPOConfig: {message}")
+        check_settings(self, checks)
 
 
 # The paper's runs, as named by the result files its test scripts load (cbfinn/maml_rl
