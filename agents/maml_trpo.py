@@ -1,34 +1,28 @@
 """MAML-TRPO (Finn et al. 2017, https://arxiv.org/abs/1703.03400).
 
 MAML learns an initialization ``theta`` from which ``num_adapt_steps`` vanilla policy-gradient
-steps adapt to a new task: ``theta_k = theta - adapt_lr * grad L_k(theta)``, the inner loss
-``L_k`` being REINFORCE with a linear feature baseline on episodes of task k. The outer step is
-TRPO on the loss of the adapted policies on fresh episodes, differentiated through the inner
-steps (second order; ``first_order=True`` drops the inner Hessian). The tasks of a meta-batch
-are handled together: their parameter sets are stacked on a leading task axis and evaluated
-as batched matrix multiplies, and one backward pass gives every task's inner gradient. On a
-GPU every pass takes all tasks at once; on a CPU it takes them in cache-sized groups
-(``cpu_chunk_steps``), which changes nothing but rounding, side by side on a pool of torch's
-threads when there are several (each group on one thread, so the numbers do not depend on the
-thread count). The inner losses' first and second
-derivatives are written out layer by layer (:mod:`metarl.curvature`) and cached once an
-iteration: the inner steps, the second-order outer gradient and TRPO's curvature products all
-read the same forward passes, for any number of inner steps (autograd's double backward
-through them serves only as the tests' reference).
-
-The TRPO step follows pytorch-maml-rl's ``maml_trpo.py``: conjugate gradient on the Hessian of
-the mean KL between the sampling policies and the adapted ones, then a backtracking line search
-that keeps ``KL <= max_kl``.
+steps adapt to a new task, ``theta_k = theta - adapt_lr * grad L_k(theta)`` (:func:`inner_step`;
+``L_k``: REINFORCE with a linear feature baseline on episodes of task k, :func:`inner_loss`).
+The outer step is TRPO on the loss of the adapted policies on fresh episodes
+(:func:`outer_loss`), differentiated through the inner steps (second order; ``first_order``
+drops the inner Hessian). The tasks of a meta-batch are handled together, their parameter sets
+stacked on a leading task axis. The TRPO step follows pytorch-maml-rl's ``maml_trpo.py``:
+conjugate gradient on the Hessian of the mean KL between the sampling policies and the adapted
+ones, then a backtracking line search that keeps ``KL <= max_kl``. Its gradient and curvature
+come from :class:`AutogradMetaObjective` (autograd's double backward: the reference, for any
+policy) or, where the policy's activation has one, the written-out kernel of
+:mod:`metarl.curvature` (the same derivatives from forward passes cached once an iteration,
+several times faster on a CPU; tested against the reference).
 """
 
 from __future__ import annotations
 
-import threading
+import math
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -36,24 +30,32 @@ import torch
 from torch import Tensor
 
 from metarl.advantages import discounted_returns, gae, normalize_advantages
-from metarl.agent import AdaptedPolicy, MetaAgent, success_metrics
+from metarl.agent import AdaptedPolicy, MetaAgent, check_settings, success_metrics
 from metarl.baselines import LinearFeatureBaseline
-from metarl.curvature import FisherProduct, PolicyGradientCurvature
+from metarl.curvature import WrittenOutMetaObjective, in_task_groups, written_out_meta_objective
 from metarl.optim import (
+    LineSearchResult,
     backtracking_line_search,
-    flatten_params,
+    flat_grad,
+    hessian_vector_product,
     trpo_full_step,
-    unflatten_params,
 )
 from metarl.policies import INITS, GaussianMLPPolicy, Params, gaussian_log_prob
 from metarl.sampling import EpisodeBatch
-from metarl.sampling.batch import task_major
+from metarl.task_steps import TaskSteps
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
 
-__all__ = ["MAMLTRPO", "MAMLTRPOConfig", "TaskSteps"]
+__all__ = [
+    "MAMLTRPO",
+    "AutogradMetaObjective",
+    "MAMLTRPOConfig",
+    "inner_loss",
+    "inner_step",
+    "outer_loss",
+]
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,6 @@ class MAMLTRPOConfig:
     """Conjugate-gradient iterations."""
     cg_damping: float = 1e-5
     """Damping added to the KL Hessian."""
-    hvp_subsample: float = 1.0
-    """Fraction of the steps used for the KL Hessian-vector products: every
-    ``round(1 / hvp_subsample)``-th step of every episode (1: all, the exact curvature). Only
-    CG's products are estimated from the subset: the gradient, the step's scale (one product
-    with every step's curvature) and the line search's loss and KL use every step, so the
-    trust region still holds exactly."""
     ls_max_steps: int = 15
     """Line-search tries."""
     ls_backtrack_ratio: float = 0.8
@@ -97,46 +93,37 @@ class MAMLTRPOConfig:
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Policy MLP widths."""
     activation: str = "tanh"
-    """Policy activation: tanh, relu or elu."""
+    """Policy activation (tanh, relu and elu have the written-out curvature kernel)."""
     init_std: float = 1.0
     """Initial action standard deviation."""
     policy_init: str = "torch"
     """The mean network's initialization: ``torch`` (``nn.Linear``'s own) or ``xavier``
     (Xavier-uniform weights, zero biases: maml_rl's, the paper's code)."""
     cpu_chunk_steps: int = 4096
-    """On a CPU, every pass over the batch (inner steps, outer loss and gradient, curvature
-    products, line-search candidates) runs over groups of tasks of about this many steps each,
-    one group after another (or side by side, one thread each, with several torch threads):
-    exact (tasks are independent until their losses are averaged), and faster once a group's
-    activations fit in the core's cache (1.4x for an exact curvature product at 40 tasks of
-    4000 steps). 0: all tasks at once, as always on a GPU."""
+    """On a CPU, the written-out kernel's passes and the meta-test steps run over groups of
+    tasks of about this many steps each: exact, and faster once a group's activations fit in
+    the core's cache (see :mod:`metarl.curvature`). 0: all tasks at once, as always on a GPU."""
 
     def __post_init__(self) -> None:
         checks = [
-            (self.iterations >= 1, "iterations must be >= 1"),
-            (self.meta_batch_size >= 1, "meta_batch_size must be >= 1"),
-            (self.episodes_per_task >= 1, "episodes_per_task must be >= 1"),
-            (self.num_adapt_steps >= 1, "num_adapt_steps must be >= 1"),
-            (self.adapt_lr > 0, "adapt_lr must be > 0"),
-            (self.max_kl > 0, "max_kl must be > 0"),
-            (self.cg_iters >= 1, "cg_iters must be >= 1"),
-            (self.cg_damping >= 0, "cg_damping must be >= 0"),
-            (0 < self.hvp_subsample <= 1, "hvp_subsample must be in (0, 1]"),
-            (self.ls_max_steps >= 1, "ls_max_steps must be >= 1"),
-            (0 < self.ls_backtrack_ratio < 1, "ls_backtrack_ratio must be in (0, 1)"),
-            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
-            (0 <= self.gae_lambda <= 1, "gae_lambda must be in [0, 1]"),
-            (
-                len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
-                "hidden_sizes must be positive widths",
-            ),
-            (self.init_std > 0, "init_std must be > 0"),
-            (self.policy_init in INITS, f"policy_init must be one of {list(INITS)}"),
-            (self.cpu_chunk_steps >= 0, "cpu_chunk_steps must be >= 0"),
+            (self.iterations >= 1, "iterations", ">= 1"),
+            (self.meta_batch_size >= 1, "meta_batch_size", ">= 1"),
+            (self.episodes_per_task >= 1, "episodes_per_task", ">= 1"),
+            (self.num_adapt_steps >= 1, "num_adapt_steps", ">= 1"),
+            (self.adapt_lr > 0, "adapt_lr", "> 0"),
+            (self.max_kl > 0, "max_kl", "> 0"),
+            (self.cg_iters >= 1, "cg_iters", ">= 1"),
+            (self.cg_damping >= 0, "cg_damping", ">= 0"),
+            (self.ls_max_steps >= 1, "ls_max_steps", ">= 1"),
+            (0 < self.ls_backtrack_ratio < 1, "ls_backtrack_ratio", "in (0, 1)"),
+            (0 <= self.gamma <= 1, "gamma", "in [0, 1]"),
+            (0 <= self.gae_lambda <= 1, "gae_lambda", "in [0, 1]"),
+            (min(self.hidden_sizes, default=0) >= 1, "hidden_sizes", "positive widths"),
+            (self.init_std > 0, "init_std", "> 0"),
+            (self.policy_init in INITS, "policy_init", f"one of {list(INITS)}"),
+            (self.cpu_chunk_steps >= 0, "cpu_chunk_steps", ">= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"MAMLTRPOConfig: {message}")
+        check_settings(self, checks)
 
 
 # The paper's runs, as named by the result files its test scripts load (cbfinn/maml_rl
@@ -160,245 +147,130 @@ PAPER_MAX_KL = {"HalfCheetahDir": 0.02}
 """Families whose paper run took a TRPO max KL other than 0.01."""
 
 
-def _gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
+# -- the losses ------------------------------------------------------------------------------
+def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
     """KL(p || q) of diagonal Gaussians, summed over the action axis: ``[...]``."""
     var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
     mean_term = ((mean_p - mean_q) * torch.exp(-log_std_q)).pow(2)
     return (0.5 * (var_ratio + mean_term - 1.0) - (log_std_p - log_std_q)).sum(-1)
 
 
-@dataclass(frozen=True)
-class TaskSteps:
-    """The valid steps of a meta-batch, task-major: what the inner and outer losses read.
-
-    Packed once per batch, so every forward and backward pass of an iteration runs on
-    contiguous ``[K, N, ...]`` tensors (``N``: the most valid steps of any task) instead of
-    regathering the sampler's time-major ``[T, B, ...]`` layout on every pass. Padding (steps
-    past an episode's end, and the tail of a task with fewer valid steps) has weight 0.
-    """
-
-    obs: Tensor
-    """``[K, N, obs_dim]``."""
-    actions: Tensor
-    """``[K, N, act_dim]``: the sampled (unclipped) actions."""
-    advantages: Tensor
-    """``[K, N]``."""
-    weights: Tensor
-    """``[K, N]``: ``1 / (valid steps of task k)`` on its valid steps, 0 on padding."""
-
-    @property
-    def num_tasks(self) -> int:
-        return int(self.obs.shape[0])
-
-    @classmethod
-    def pack(cls, batch: EpisodeBatch, advantages: Tensor) -> TaskSteps:
-        """Gather ``batch``'s valid steps and their ``advantages [T, B]``, task by task."""
-        K = batch.num_tasks
-        valid = task_major(batch.valid, K, order="episode")
-        fields = [task_major(t, K, order="episode") for t in (batch.obs, batch.actions, advantages)]
-        counts = valid.sum(1)
-        if not bool(valid.all()):
-            # Each task's valid steps first (a stable sort keeps episode and time order).
-            order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
-            order = order[:, : max(int(counts.max()), 1)]
-            valid = torch.gather(valid, 1, order)
-            fields = [
-                torch.gather(
-                    f,
-                    1,
-                    order.view(*order.shape, *[1] * (f.dim() - 2)).expand_as(
-                        f[:, : order.shape[1]]
-                    ),
-                )
-                for f in fields
-            ]
-        obs, actions, adv = (f.contiguous() for f in fields)
-        weights = valid.to(obs.dtype) / counts.clamp_min(1).to(obs.dtype).unsqueeze(1)
-        return cls(obs=obs, actions=actions, advantages=adv, weights=weights)
-
-    def every(self, stride: int) -> TaskSteps:
-        """Every ``stride``-th step of each task (so every episode's, spread over its length),
-        reweighted to a mean over the steps kept."""
-        weights = self.weights[:, ::stride]
-        return TaskSteps(
-            obs=self.obs[:, ::stride].contiguous(),
-            actions=self.actions[:, ::stride].contiguous(),
-            advantages=self.advantages[:, ::stride].contiguous(),
-            weights=weights / weights.sum(1, keepdim=True).clamp_min(1e-30),
-        )
-
-    def tasks(self, which: slice) -> TaskSteps:
-        """The steps of the tasks ``which`` (views, no copy)."""
-        return TaskSteps(
-            obs=self.obs[which],
-            actions=self.actions[which],
-            advantages=self.advantages[which],
-            weights=self.weights[which],
-        )
-
-    def task_mean(self, x: Tensor) -> Tensor:
-        """Each task's mean of ``x [K, N]`` over its valid steps: ``[K]``."""
-        return (x * self.weights).sum(1)
+def inner_loss(policy: GaussianMLPPolicy, params: Params, steps: TaskSteps) -> Tensor:
+    """Every task's REINFORCE loss at its own parameters ``params [K, ...]``: ``[K]``."""
+    mean, log_std = policy.per_task(params, steps.obs)
+    log_probs = gaussian_log_prob(steps.actions, mean, log_std)
+    return -steps.task_mean(log_probs * steps.advantages)
 
 
-_R = TypeVar("_R")
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _over_groups(work: Callable[[int], _R], count: int) -> list[_R]:
-    """``[work(i) for i in range(count)]`` over the task groups of a pass. With several torch
-    threads (and several groups) the groups run side by side on a pool of that many threads,
-    each group on one thread: every group's result is then what one thread computes, so the
-    numbers do not depend on the thread count, and on a few cores it is faster than splitting
-    each of the groups' small multiplies across threads. Each ``work(i)`` must touch only its
-    own group's tensors."""
-    threads = torch.get_num_threads()
-    if threads == 1 or count == 1:
-        return [work(i) for i in range(count)]
-    with _POOLS_LOCK:
-        pool = _POOLS.get(threads)
-        if pool is None:
-            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="metarl-group")
-    torch.set_num_threads(1)
-    try:
-        return list(pool.map(work, range(count)))
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _sum_parts(parts: list[list[Tensor]]) -> list[Tensor]:
-    """Per-group tensor lists summed group by group, in group order (deterministic)."""
-    total = list(parts[0])
-    for part in parts[1:]:
-        total = [t + p for t, p in zip(total, part, strict=True)]
-    return total
-
-
-class _InnerSteps:
-    """The inner steps of every task, with what the outer step needs cached, group by group.
-
-    Each :meth:`step` takes one policy-gradient step of every task on its episodes and keeps
-    the inner loss's derivatives there (one :class:`~metarl.curvature.PolicyGradientCurvature`
-    per task group): the adapted parameters are what the next episodes are sampled with. Once
-    the post-adaptation episodes are attached (one :class:`~metarl.curvature.FisherProduct`
-    per group, at the adapted parameters), it gives the sampling policies' distributions, the
-    outer loss's gradient at the current ``theta`` and the products of the KL's Hessian, all
-    from forward passes cached once: each inner loss's forward and backward pass and the
-    adapted policies' forward pass run once an iteration.
-
-    At the current ``theta`` the adapted policies are the sampling ones, so the importance
-    ratios are 1 and the KL's gradient in the adapted parameters is 0: the outer gradient is
-    ``mean_k J_k^T g_k`` and the KL's Hessian ``mean_k J_k^T F_k J_k``. ``g_k`` is task k's
-    policy gradient at its adapted parameters on its fresh episodes, ``F_k`` the adapted
-    policy's Fisher matrix there and ``J_k`` the Jacobian of the adapted parameters in
-    ``theta``: the product over the steps of ``I - adapt_lr * (Hessian of that step's inner
-    loss at the step's start)``, or ``I`` with ``first_order``.
-    """
-
-    def __init__(
-        self, policy: GaussianMLPPolicy, lr: float, first_order: bool, groups: list[slice]
-    ) -> None:
-        self.policy, self.lr, self.first_order, self.groups = policy, lr, first_order, groups
-        self.like = {k: v.detach() for k, v in policy.params().items()}
-        num_tasks = groups[-1].stop
-        self.adapted: Params = {
-            k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in self.like.items()
+def inner_step(
+    policy: GaussianMLPPolicy,
+    params: Mapping[str, Tensor],
+    steps: TaskSteps,
+    lr: float,
+    create_graph: bool = False,
+) -> Params:
+    """One policy-gradient step of every task at once: ``params[k] - lr * grad L_k``,
+    differentiable in ``params`` (through the gradient too with ``create_graph``: second
+    order); constants (an earlier step's result) are differentiated all the same."""
+    with torch.enable_grad():
+        params = {
+            k: v if v.requires_grad else v.detach().requires_grad_(True) for k, v in params.items()
         }
-        """Every task's parameters after the steps so far, ``[K, ...]``."""
-        self.inner: list[list[PolicyGradientCurvature]] = [[] for _ in groups]  # [group][step]
-        self.fisher: list[FisherProduct] = []
-        self.valid: TaskSteps | None = None
+        losses = inner_loss(policy, params, steps)
+        grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
+        return {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
 
-    def step(self, train: TaskSteps) -> Params:
-        """One inner step of every task on ``train``; the adapted parameters."""
 
-        def group(i: int) -> tuple[Params, PolicyGradientCurvature]:
-            g = self.groups[i]
-            start = {k: v[g] for k, v in self.adapted.items()}
-            t = train.tasks(g)
-            inner = PolicyGradientCurvature(
-                self.policy,
-                start,
-                t.obs,
-                t.actions,
-                t.advantages,
-                t.weights,
-                hessian=not self.first_order,
-            )
-            gradient = inner.gradient()
-            return {k: start[k] - self.lr * gradient[k] for k in start}, inner
+def outer_loss(
+    policy: GaussianMLPPolicy,
+    theta: Params,
+    train: list[TaskSteps],
+    valid: TaskSteps,
+    old_dist: tuple[Tensor, Tensor],
+    lr: float,
+    create_graph: bool,
+) -> tuple[Tensor, Tensor]:
+    """The outer TRPO loss and mean KL at meta-parameters ``theta``, adapted on each batch of
+    ``train`` in turn: the negative importance-weighted advantage of the adapted policies on
+    ``valid`` against the sampling policies ``old_dist = (mean, log_std)`` (each ``[K, N,
+    act_dim]``), and ``KL(old || adapted)``, each averaged over a task's valid steps, then over
+    tasks. With ``create_graph`` the gradient flows through the inner gradients (second order).
+    """
+    params = _as_tasks(theta, valid.num_tasks)
+    for steps in train:
+        params = inner_step(policy, params, steps, lr, create_graph)
+    mean, log_std = policy.per_task(params, valid.obs)
+    old_mean, old_log_std = old_dist
+    ratio = torch.exp(
+        gaussian_log_prob(valid.actions, mean, log_std)
+        - gaussian_log_prob(valid.actions, old_mean, old_log_std)
+    )
+    loss = -valid.task_mean(ratio * valid.advantages).mean()
+    kl = valid.task_mean(gaussian_kl(old_mean, old_log_std, mean, log_std))
+    return loss, kl.mean()
 
-        results = _over_groups(group, len(self.groups))
-        if not self.first_order:
-            for i, (_, inner) in enumerate(results):
-                self.inner[i].append(inner)
-        self.adapted = {k: torch.cat([part[k] for part, _ in results]) for k in self.like}
+
+def _as_tasks(theta: Mapping[str, Tensor], num_tasks: int) -> Params:
+    """``theta`` seen as ``num_tasks`` identical per-task sets (a differentiable view)."""
+    return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in theta.items()}
+
+
+def _detached(params: Mapping[str, Tensor]) -> Params:
+    return {k: v.detach() for k, v in params.items()}
+
+
+# -- the outer step's derivatives ------------------------------------------------------------
+class AutogradMetaObjective:
+    """One iteration's inner steps and what TRPO's outer step reads of :func:`outer_loss`, by
+    autograd (the reference path, for any policy): the meta-gradient is the loss's gradient
+    through the inner steps, the curvature the double backward of its KL (both without the
+    inner Hessian, first order). The written-out kernel
+    (:class:`~metarl.curvature.WrittenOutMetaObjective`) answers the same questions."""
+
+    def __init__(self, policy: GaussianMLPPolicy, adapt_lr: float, first_order: bool) -> None:
+        self.policy, self.lr, self.second_order = policy, adapt_lr, not first_order
+        self.theta = policy.params()
+        self.train: list[TaskSteps] = []
+        self.adapted: Params = {}
+        self.attached: tuple[TaskSteps, tuple[Tensor, Tensor]] | None = None
+
+    def adapt(self, train: TaskSteps) -> Params:
+        """One inner step of every task on ``train``; the adapted parameters ``[K, ...]``."""
+        start = self.adapted if self.train else _as_tasks(_detached(self.theta), train.num_tasks)
+        self.train.append(train)
+        self.adapted = _detached(inner_step(self.policy, start, train, self.lr))
         return self.adapted
 
     def attach(self, valid: TaskSteps) -> tuple[Tensor, Tensor]:
-        """Cache the adapted policies' forward pass on ``valid``; their ``(mean, log_std)`` on
-        ``valid.obs`` (each ``[K, N, act_dim]``), the outer loss's sampling distributions."""
-        self.valid = valid
+        """Take the post-adaptation steps; the adapted policies' ``(mean, log_std)`` there."""
+        with torch.no_grad():
+            old_dist = self.policy.per_task(self.adapted, valid.obs)
+        self.attached = valid, old_dist
+        return old_dist
 
-        def group(i: int) -> FisherProduct:
-            g = self.groups[i]
-            adapted = {k: v[g] for k, v in self.adapted.items()}
-            return FisherProduct(self.policy, adapted, valid.obs[g], valid.weights[g])
-
-        self.fisher = _over_groups(group, len(self.groups))
-        mean = torch.cat([f.mean for f in self.fisher])
-        return mean, self.adapted["log_std"].unsqueeze(1).expand_as(mean)
-
-    def _attached(self) -> TaskSteps:
-        if self.valid is None:
+    def _outer(self, theta: Params, create_graph: bool) -> tuple[Tensor, Tensor]:
+        if self.attached is None:
             raise RuntimeError("attach the post-adaptation episodes first")
-        return self.valid
-
-    def _push_forward(self, group: int, v: Params) -> Params:
-        """``J_k v[k]`` for a group's tasks: the steps' factors, first step first."""
-        for inner in self.inner[group]:
-            inner_v = inner.hvp(v)
-            v = {k: v[k] - self.lr * inner_v[k] for k in v}
-        return v
-
-    def _pull_back(self, group: int, u: Params) -> list[Tensor]:
-        """``sum_k J_k^T u[k]`` over a group's tasks (last step's factor first), one tensor per
-        parameter."""
-        for inner in reversed(self.inner[group]):
-            inner_u = inner.hvp(u)
-            u = {k: u[k] - self.lr * inner_u[k] for k in u}
-        return [u[k].sum(0) for k in self.like]
+        valid, old_dist = self.attached
+        return outer_loss(self.policy, theta, self.train, valid, old_dist, self.lr, create_graph)
 
     def meta_gradient(self) -> Tensor:
         """The outer loss's flat gradient in ``theta`` at the current ``theta``."""
-        valid = self._attached()
+        return flat_grad(self._outer(self.theta, self.second_order)[0], self.theta)
 
-        def group(i: int) -> list[Tensor]:
-            g = self.groups[i]
-            outer = self.fisher[i].policy_gradient(valid.actions[g], valid.advantages[g])
-            return self._pull_back(i, outer)
+    def kl_hvp(self, damping: float) -> Callable[[Tensor], Tensor]:
+        """``v -> (H + damping I) v``, ``H`` the mean KL's Hessian in ``theta``."""
+        kl = lambda p: self._outer(p, self.second_order)[1]  # noqa: E731
+        return hessian_vector_product(kl, self.theta, damping)
 
-        return flatten_params(_sum_parts(_over_groups(group, len(self.groups)))) / valid.num_tasks
+    def loss_and_kl(self, theta: Params) -> tuple[Tensor, Tensor]:
+        """The outer loss and mean KL at ``theta`` (detached): the line search's question."""
+        loss, kl = self._outer(theta, False)
+        return loss.detach(), kl.detach()
 
-    def hvp(self, damping: float) -> Callable[[Tensor], Tensor]:
-        """``v -> (H + damping I) v``, ``H = mean_k J_k^T F_k J_k``: per task and step two
-        inner Hessian-vector products, and one Fisher-vector product, written out layer by
-        layer."""
-        K = self._attached().num_tasks
 
-        def product(v: Tensor) -> Tensor:
-            directions = unflatten_params(v, self.like)
-
-            def group(i: int) -> list[Tensor]:
-                n = self.groups[i].stop - self.groups[i].start
-                parts = {k: p.unsqueeze(0).expand(n, *p.shape) for k, p in directions.items()}
-                return self._pull_back(i, self.fisher[i].fvp(self._push_forward(i, parts)))
-
-            total = _sum_parts(_over_groups(group, len(self.groups)))
-            return flatten_params(total) / K + damping * v
-
-        return product
+MetaObjective = AutogradMetaObjective | WrittenOutMetaObjective
+"""What the outer step reads its derivatives from: the reference or the written-out kernel."""
 
 
 class MAMLTRPO(MetaAgent):
@@ -429,7 +301,6 @@ class MAMLTRPO(MetaAgent):
         ).to(self.device)
         self.baseline = LinearFeatureBaseline()
 
-    # -- presets -----------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, family: str) -> MAMLTRPOConfig:
         """Named hyperparameters for a family.
@@ -456,12 +327,7 @@ class MAMLTRPO(MetaAgent):
             )
         raise ValueError(f"maml-trpo has no preset {name!r}; presets are {list(cls.PRESET_NAMES)}")
 
-    # -- helpers -----------------------------------------------------------------------------
-    def _distribution(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-task ``(mean, log_std)`` of ``obs [K, N, obs_dim]``, each ``[K, N, act_dim]``."""
-        return self.policy.per_task(params, obs)
-
-    def _advantages(self, batch: EpisodeBatch) -> Tensor:
+    def advantages(self, batch: EpisodeBatch) -> Tensor:
         """REINFORCE advantages ``[T, B]``: returns minus a linear baseline fitted per task."""
         cfg = self.config
         K = batch.num_tasks
@@ -473,284 +339,105 @@ class MAMLTRPO(MetaAgent):
             adv = normalize_advantages(adv, batch.valid, groups=K)
         return adv.to(batch.obs.dtype)
 
-    def _inner_losses(self, params: Params, steps: TaskSteps) -> Tensor:
-        """Every task's REINFORCE loss at its own parameters: ``[K]``."""
-        mean, log_std = self._distribution(params, steps.obs)
-        log_probs = gaussian_log_prob(steps.actions, mean, log_std)
-        return -steps.task_mean(log_probs * steps.advantages)
-
-    def _inner_step(
-        self, params: Params, steps: TaskSteps, lr: float, create_graph: bool
-    ) -> Params:
-        """One policy-gradient step of every task at once."""
-        losses = self._inner_losses(params, steps)
-        grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
-        return {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
-
-    def _task_groups(self, *steps: TaskSteps) -> list[slice]:
-        """The groups of tasks a pass over ``steps`` runs over, one after another (see
-        ``cpu_chunk_steps``): a single group of every task on a GPU."""
-        K = steps[0].num_tasks
-        limit = self.config.cpu_chunk_steps
-        if self.device.type != "cpu" or limit == 0:
-            return [slice(0, K)]
-        per_task = sum(int(s.obs.shape[1]) for s in steps)
-        size = max(1, limit // max(per_task, 1))
-        return [slice(a, min(a + size, K)) for a in range(0, K, size)]
-
-    def _adapted(self, params: Params, steps: TaskSteps, lr: float) -> Params:
-        """:meth:`_inner_step` without a graph, group by group: the adapted parameters.
-
-        ``params`` may be constants (the result of an earlier step): the step differentiates
-        the inner loss at them all the same."""
-        with torch.enable_grad():
-            params = {
-                k: v if v.requires_grad else v.detach().requires_grad_(True)
-                for k, v in params.items()
-            }
-            parts = [
-                self._detached(
-                    self._inner_step(
-                        {k: v[g] for k, v in params.items()}, steps.tasks(g), lr, False
-                    )
-                )
-                for g in self._task_groups(steps)
-            ]
-        return {k: torch.cat([part[k] for part in parts]) for k in params}
-
-    def _adapt_all(self, params: Params, train: list[TaskSteps], create_graph: bool) -> Params:
-        for steps in train:
-            params = self._inner_step(params, steps, self.config.adapt_lr, create_graph)
-        return params
-
-    @staticmethod
-    def _theta_as_tasks(theta: Params, num_tasks: int) -> Params:
-        """``theta`` seen as ``num_tasks`` identical per-task sets (a differentiable view)."""
-        return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in theta.items()}
-
-    @staticmethod
-    def _detached(params: Params) -> Params:
-        return {k: v.detach() for k, v in params.items()}
-
-    def _sample(
-        self, sampler: Sampler, tasks: list[Task], params: Params | None, rng: np.random.Generator
-    ) -> EpisodeBatch:
-        seed = int(rng.integers(2**62))
-        cpu = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
-        batch = sampler.sample(tasks, self.config.episodes_per_task, params=cpu, seed=seed)
-        return batch.to(self.device)
-
-    def meta_objective(
-        self,
-        theta: Params,
-        train: list[TaskSteps],
-        valid: TaskSteps,
-        old_dist: tuple[Tensor, Tensor],
-        create_graph: bool,
-    ) -> tuple[Tensor, Tensor]:
-        """The outer TRPO loss and mean KL at meta-parameters ``theta``.
-
-        ``theta`` is adapted on ``train`` (one inner step each); the loss is the negative
-        importance-weighted advantage of the adapted policies on ``valid`` against the sampling
-        policies ``old_dist = (mean, log_std)`` (each ``[K, N, act_dim]``, on ``valid.obs``),
-        averaged over each task's valid steps, then over tasks. With ``create_graph`` the
-        gradient flows through the inner steps (second order).
-        """
-        params = self._adapt_all(self._theta_as_tasks(theta, valid.num_tasks), train, create_graph)
-        mean, log_std = self._distribution(params, valid.obs)
-        old_mean, old_log_std = old_dist
-        ratio = torch.exp(
-            gaussian_log_prob(valid.actions, mean, log_std)
-            - gaussian_log_prob(valid.actions, old_mean, old_log_std)
-        )
-        loss = -valid.task_mean(ratio * valid.advantages).mean()
-        kl = valid.task_mean(_gaussian_kl(old_mean, old_log_std, mean, log_std))
-        return loss, kl.mean()
-
-    def _outer_by_groups(
-        self,
-        theta: Params,
-        train: list[TaskSteps],
-        valid: TaskSteps,
-        old_dist: tuple[Tensor, Tensor],
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`meta_objective`'s loss and KL (detached, no second-order graph), computed
-        group by group (:func:`_over_groups`): what the line search asks of each candidate.
-
-        Both are means over tasks, so each group's share is its part of the mean; the sum
-        differs from one pass over every task only by floating-point rounding.
-        """
-        K = valid.num_tasks
-        groups = self._task_groups(*train, valid)
-
-        def group(i: int) -> tuple[Tensor, Tensor]:
-            g = groups[i]
-            part_loss, part_kl = self.meta_objective(
-                theta,
-                [t.tasks(g) for t in train],
-                valid.tasks(g),
-                (old_dist[0][g], old_dist[1][g]),
-                False,
-            )
-            return part_loss.detach(), part_kl.detach()
-
-        loss = torch.zeros((), dtype=valid.obs.dtype, device=valid.obs.device)
-        kl = torch.zeros_like(loss)
-        for g, (part_loss, part_kl) in zip(groups, _over_groups(group, len(groups)), strict=True):
-            share = (g.stop - g.start) / K
-            loss = loss + share * part_loss
-            kl = kl + share * part_kl
-        return loss, kl
-
-    def _curvature_steps(self, steps: list[TaskSteps]) -> list[TaskSteps]:
-        """The steps the curvature is estimated from: every ``round(1 / hvp_subsample)``-th
-        step of every episode (all of them at 1)."""
-        stride = max(1, round(1.0 / self.config.hvp_subsample))
-        return [s.every(stride) for s in steps] if stride > 1 else list(steps)
-
-    def _start_inner_steps(self, first: TaskSteps, valid: TaskSteps | None = None) -> _InnerSteps:
-        """:class:`_InnerSteps` before any step, its task groups sized for one inner batch
-        (``first``) and the post-adaptation batch (``valid``; before it is sampled, as large
-        as ``first``: as many episodes, as long)."""
-        cfg = self.config
-        groups = self._task_groups(first, first if valid is None else valid)
-        return _InnerSteps(self.policy, cfg.adapt_lr, cfg.first_order, groups)
-
-    def _inner_steps(self, train: list[TaskSteps], valid: TaskSteps | None = None) -> _InnerSteps:
-        """:class:`_InnerSteps` through every batch of ``train`` (``valid`` attached if given)."""
-        steps = self._start_inner_steps(train[0], valid)
-        for batch in train:
-            steps.step(batch)
-        if valid is not None:
-            steps.attach(valid)
-        return steps
-
-    def _curvature_hvp(
-        self, train: list[TaskSteps], valid: TaskSteps, damping: float
-    ) -> Callable[[Tensor], Tensor]:
-        """``v -> (H + damping I) v`` on (a subsample of) the episodes: ``H`` the Hessian in
-        ``theta`` of the mean KL between the adapted policies at the current ``theta`` and at
-        ``theta + v``, both adapted on ``train``. On a subsample the adapted policies differ
-        slightly from the sampling ones, so its own adapted policies are the KL's reference:
-        the KL is zero there with zero gradient, and its Hessian is the curvature of the same
-        trust region (exactly ``mean_k J_k^T F_k J_k``, as :class:`_InnerSteps` writes it)."""
-        return self._inner_steps(train, valid).hvp(damping)
-
     # -- meta-training -----------------------------------------------------------------------
     def train_step(
         self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
     ) -> dict[str, float]:
-        cfg = self.config
-        K = len(tasks)
-        if K == 0:
+        if not tasks:
             raise ValueError("maml-trpo: train_step needs at least one task")
         t_start = time.perf_counter()
-        sample_time = opt_time = 0.0
-
-        # Inner loop: sample, then step, num_adapt_steps times (fresh episodes each step). The
-        # steps keep their derivatives for the outer step (_InnerSteps).
-        train_batches: list[EpisodeBatch] = []
-        train: list[TaskSteps] = []
-        inner: _InnerSteps | None = None
+        clock = {"time/sampling": 0.0, "time/optimization": 0.0}
+        objective = self._meta_objective()
+        # Inner loop: sample with the adapted policies (theta at first), then one
+        # policy-gradient step of every task on those episodes, num_adapt_steps times.
+        pre: list[EpisodeBatch] = []
         adapted: Params | None = None
-        for _ in range(cfg.num_adapt_steps):
+        for _ in range(self.config.num_adapt_steps):
+            batch = self._sample(sampler, tasks, adapted, rng, clock)
+            pre.append(batch)
+            train = TaskSteps.pack(batch, self.advantages(batch))
             t0 = time.perf_counter()
-            batch = self._sample(sampler, tasks, adapted, rng)
-            sample_time += time.perf_counter() - t0
-            adv = self._advantages(batch)
-            train_batches.append(batch)
-            train.append(TaskSteps.pack(batch, adv))
-            t0 = time.perf_counter()
-            if inner is None:
-                inner = self._start_inner_steps(train[0])
-            adapted = inner.step(train[-1])
-            opt_time += time.perf_counter() - t0
-        assert inner is not None and adapted is not None
+            adapted = objective.adapt(train)
+            clock["time/optimization"] += time.perf_counter() - t0
+        post = self._sample(sampler, tasks, adapted, rng, clock)
+        valid = TaskSteps.pack(post, self.advantages(post))
         t0 = time.perf_counter()
-        valid = self._sample(sampler, tasks, adapted, rng)
-        sample_time += time.perf_counter() - t0
-        valid_adv = self._advantages(valid)
-        valid_steps = TaskSteps.pack(valid, valid_adv)
+        result, nonfinite = self._trpo_step(objective, valid)
+        clock["time/optimization"] += time.perf_counter() - t0
+        steps = sum(b.num_steps for b in pre) + post.num_steps
+        return {
+            "trpo/nonfinite": float(nonfinite),
+            "meta/return_pre_adapt": float(pre[0].returns.mean()),
+            "meta/return_post_adapt": float(post.returns.mean()),
+            "losses/surrogate_before": result.old_loss,
+            "losses/surrogate_after": result.loss,
+            "trpo/kl": result.kl,
+            "trpo/accepted": float(result.accepted),
+            "trpo/step_fraction": result.step_fraction,
+            "policy/std": self.policy.log_std.detach().exp().mean().item(),
+            "env_steps": float(steps),
+            **clock,
+            "time/env_steps_per_s": steps / max(time.perf_counter() - t_start, 1e-9),
+            **success_metrics(pre[0], post),
+        }
 
-        t_opt = time.perf_counter()
-        theta = self.policy.params()
-        old_dist = inner.attach(valid_steps)
-        # At the current theta the ratios are 1: the loss is minus the mean advantage.
-        loss = -valid_steps.task_mean(valid_steps.advantages).mean()
-        grad = inner.meta_gradient()
-        metrics: dict[str, float] = {}
-        if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(grad).all()):
-            accepted, fraction, new_loss, kl_value = False, 0.0, loss.item(), 0.0
-            metrics["trpo/nonfinite"] = 1.0
-        else:
-            # CG runs on (a subsample of) the curvature; the step is scaled by every step's
-            # (a subsample's CG underestimates the KL along its own solution).
-            exact = inner.hvp(cfg.cg_damping)
-            *sub_train, sub_valid = self._curvature_steps([*train, valid_steps])
-            if sub_valid is valid_steps:  # every step: the same batches
-                full_step, expected = trpo_full_step(exact, grad, cfg.max_kl, cfg.cg_iters)
-            else:
-                subsample = self._curvature_hvp(sub_train, sub_valid, cfg.cg_damping)
-                full_step, expected = trpo_full_step(
-                    subsample, grad, cfg.max_kl, cfg.cg_iters, metric=exact
-                )
-            # The line search asks for the loss, then the KL, of each candidate: one pass
-            # computes both, so the KL is kept for the question that follows.
-            last_kl: dict[int, Tensor] = {}
-
-            def outer(p: Params) -> tuple[Tensor, Tensor]:
-                return self._outer_by_groups(p, train, valid_steps, old_dist)
-
-            def candidate_loss(p: Params) -> Tensor:
-                value, kl = outer(p)
-                last_kl.clear()
-                last_kl[id(p)] = kl
-                return value
-
-            def candidate_kl(p: Params) -> Tensor:
-                return last_kl[id(p)] if id(p) in last_kl else outer(p)[1]
-
-            result = backtracking_line_search(
-                loss_fn=candidate_loss,
-                kl_fn=candidate_kl,
-                params=theta,
-                full_step=full_step,
-                expected_improvement=expected,
-                max_kl=cfg.max_kl,
-                ratio=cfg.ls_backtrack_ratio,
-                max_steps=cfg.ls_max_steps,
-                old_loss=loss.item(),
-            )
-            accepted, fraction = result.accepted, result.step_fraction
-            new_loss, kl_value = result.loss, result.kl
-            if accepted:
-                with torch.no_grad():
-                    for name, p in self.policy.named_parameters():
-                        p.copy_(result.params[name])
-            metrics["trpo/nonfinite"] = 0.0
-        opt_time += time.perf_counter() - t_opt
-
-        pre = train_batches[0]
-        steps = sum(b.num_steps for b in train_batches) + valid.num_steps
-        total = time.perf_counter() - t_start
-        metrics.update(
-            {
-                "meta/return_pre_adapt": float(pre.returns.mean()),
-                "meta/return_post_adapt": float(valid.returns.mean()),
-                "losses/surrogate_before": loss.item(),
-                "losses/surrogate_after": float(new_loss),
-                "trpo/kl": float(kl_value),
-                "trpo/accepted": float(accepted),
-                "trpo/step_fraction": float(fraction),
-                "policy/std": self.policy.log_std.detach().exp().mean().item(),
-                "env_steps": float(steps),
-                "time/sampling": sample_time,
-                "time/optimization": opt_time,
-                "time/env_steps_per_s": steps / max(total, 1e-9),
-                **success_metrics(pre, valid),
-            }
+    def _meta_objective(self) -> MetaObjective:
+        """This iteration's derivatives: the written-out kernel where the policy's activation
+        has one, else the autograd reference."""
+        cfg = self.config
+        score = partial(outer_loss, self.policy, lr=cfg.adapt_lr, create_graph=False)
+        kernel = written_out_meta_objective(
+            self.policy, cfg.adapt_lr, cfg.first_order, cfg.cpu_chunk_steps, score
         )
-        return metrics
+        return kernel or AutogradMetaObjective(self.policy, cfg.adapt_lr, cfg.first_order)
+
+    def _sample(
+        self,
+        sampler: Sampler,
+        tasks: list[Task],
+        params: Params | None,
+        rng: np.random.Generator,
+        clock: dict[str, float],
+    ) -> EpisodeBatch:
+        t0 = time.perf_counter()
+        seed = int(rng.integers(2**62))
+        cpu = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
+        batch = sampler.sample(tasks, self.config.episodes_per_task, params=cpu, seed=seed)
+        batch = batch.to(self.device)
+        clock["time/sampling"] += time.perf_counter() - t0
+        return batch
+
+    def _trpo_step(
+        self, objective: MetaObjective, valid: TaskSteps
+    ) -> tuple[LineSearchResult, bool]:
+        """TRPO on the post-adaptation loss: conjugate gradient on the KL's curvature, then the
+        line search; the policy moves only to a step it accepts. Also whether the loss or its
+        gradient was not finite (then no step is tried)."""
+        cfg = self.config
+        theta = self.policy.params()
+        objective.attach(valid)
+        # At the current theta the ratios are 1: the loss is minus the mean advantage.
+        loss = -valid.task_mean(valid.advantages).mean().item()
+        grad = objective.meta_gradient()
+        if not math.isfinite(loss) or not bool(torch.isfinite(grad).all()):
+            return LineSearchResult(False, theta, 0.0, loss, 0.0, loss, 0), True
+        hvp = objective.kl_hvp(cfg.cg_damping)
+        full_step, expected = trpo_full_step(hvp, grad, cfg.max_kl, cfg.cg_iters)
+        result = backtracking_line_search(
+            objective.loss_and_kl,
+            theta,
+            full_step,
+            expected,
+            cfg.max_kl,
+            ratio=cfg.ls_backtrack_ratio,
+            max_steps=cfg.ls_max_steps,
+            old_loss=loss,
+        )
+        if result.accepted:
+            with torch.no_grad():
+                for name, p in self.policy.named_parameters():
+                    p.copy_(result.params[name])
+        return result, False
 
     # -- meta-test ---------------------------------------------------------------------------
     def exploration_policy(self, num_tasks: int) -> AdaptedPolicy:
@@ -771,14 +458,18 @@ class MAMLTRPO(MetaAgent):
                 f"maml-trpo: episodes of {episodes.num_tasks} tasks for a policy of "
                 f"{policy.num_tasks}"
             )
-        episodes = episodes.to(self.device)
-        start = (
-            self._theta_as_tasks(self.policy.params(), policy.num_tasks)
-            if policy.params is None
-            else {k: v.to(self.device) for k, v in policy.params.items()}
-        )
-        steps = TaskSteps.pack(episodes, self._advantages(episodes))
-        new = self._adapted(start, steps, self.config.adapt_lr if lr is None else lr)
+        episodes, params = episodes.to(self.device), policy.params
+        if params is None:
+            start = _as_tasks(self.policy.params(), policy.num_tasks)
+        else:
+            start = {k: v.to(self.device) for k, v in params.items()}
+        steps = TaskSteps.pack(episodes, self.advantages(episodes))
+        step_size = self.config.adapt_lr if lr is None else lr
+
+        def step(params: Params, group: TaskSteps) -> Params:
+            return _detached(inner_step(self.policy, params, group, step_size))
+
+        new = in_task_groups(step, start, steps, self.config.cpu_chunk_steps)
         return AdaptedPolicy(params=new, num_tasks=policy.num_tasks)
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from metarl.sampling import EpisodeBatch, Sampler
 
 __all__ = [
+    "REMOVED_SETTINGS",
     "RENAMED_SETTINGS",
     "SUCCESS_KEY",
     "AdaptedPolicy",
@@ -40,6 +41,11 @@ RENAMED_SETTINGS = {"ppo_epochs": "update_epochs", "clip_value_loss": "clip_vlos
 """Config names of earlier versions -> today's (one name per concept across agents, as
 cleanrl spells them); the ``config.json`` of a run made before still loads, resumes and
 evaluates."""
+
+REMOVED_SETTINGS: dict[str, Any] = {"hvp_subsample": 1.0}
+"""Config settings of earlier versions that are gone -> the value that behaves as today: a
+saved run with that value still loads, resumes and evaluates; another value is refused
+(``hvp_subsample``: MAML-TRPO's curvature subsample, unused by every preset)."""
 
 SUCCESS_KEY = "success"
 """The env info key of task success (Meta-World's); a batch that carries it gets success rates."""
@@ -298,13 +304,25 @@ def check_curve_args(num_steps: int, episodes_per_step: int) -> None:
 
 
 def renamed_config(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved config's settings under today's names (see :data:`RENAMED_SETTINGS`)."""
-    return {RENAMED_SETTINGS.get(k, k): v for k, v in data.items()}
+    """A saved config's settings under today's names (see :data:`RENAMED_SETTINGS`), without
+    the removed ones (:data:`REMOVED_SETTINGS`).
+
+    Raises:
+        ValueError: a removed setting saved with a value other than today's behaviour.
+    """
+    for name, value in data.items():
+        if name in REMOVED_SETTINGS and value != REMOVED_SETTINGS[name]:
+            raise ValueError(
+                f"setting {name}={value!r} was removed; this metarl runs only as "
+                f"{name}={REMOVED_SETTINGS[name]!r} did: use the metarl version that made the run"
+            )
+    return {RENAMED_SETTINGS.get(k, k): v for k, v in data.items() if k not in REMOVED_SETTINGS}
 
 
 def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     """Rebuild a config dataclass from its JSON form (lists back to tuples), strictly; settings
-    saved under an earlier name (:data:`RENAMED_SETTINGS`) load under today's."""
+    saved under an earlier name (:data:`RENAMED_SETTINGS`) load under today's, and removed ones
+    at the value that behaves as today (:data:`REMOVED_SETTINGS`) are dropped."""
     data = renamed_config(data)
     known = {f.name: f for f in fields(cls)}
     unknown = set(data) - set(known)

@@ -142,30 +142,22 @@ def _conjugate_gradient(
 
 
 def trpo_full_step(
-    Avp: Callable[[Tensor], Tensor],
-    g: Tensor,
-    max_kl: float,
-    iters: int = 10,
-    metric: Callable[[Tensor], Tensor] | None = None,
+    Avp: Callable[[Tensor], Tensor], g: Tensor, max_kl: float, iters: int = 10
 ) -> tuple[Tensor, float]:
-    """TRPO's full step for a loss with gradient ``g``: ``-x * sqrt(2 max_kl / x.M x)``.
+    """TRPO's full step for a loss with gradient ``g``: ``-x * sqrt(2 max_kl / x.A x)``.
 
-    ``x`` solves ``A x = g`` by :func:`conjugate_gradient` (``A``: the KL's Hessian, or an
-    estimate of it), and ``M`` (``metric``; ``A`` when None) is the KL's Hessian the step is
-    scaled by, so that its quadratic KL ``x.M x / 2`` is exactly ``max_kl``. For ``M = A``,
-    ``A x`` is summed from CG's own products (no further product); CG's cheaper recurrence
-    ``x.A x = sum alpha * r.r`` is not used, because it holds only while the search
-    directions stay ``A``-conjugate, and in float32 on a policy's ill-conditioned KL Hessian
-    they drift apart within ten iterations (MAML-TRPO on HalfCheetahDir: 7% too small, so the
-    step overshot the trust region by as much before the line search). Another ``M`` costs one
-    product.
+    ``x`` solves ``A x = g`` by :func:`conjugate_gradient` (``A``: the KL's Hessian), and the
+    step is scaled so that its quadratic KL ``x.A x / 2`` is exactly ``max_kl``, ``A x`` summed
+    from CG's own products (no further product). CG's cheaper recurrence ``x.A x = sum alpha *
+    r.r`` is not used, because it holds only while the search directions stay ``A``-conjugate,
+    and in float32 on a policy's ill-conditioned KL Hessian they drift apart within ten
+    iterations (MAML-TRPO on HalfCheetahDir: 7% too small, so the step overshot the trust
+    region by as much before the line search).
 
     Returns:
         ``(full_step, expected_improvement)``: the ``[N]`` step and ``-g . full_step``.
     """
     x, ax = _conjugate_gradient(Avp, g, iters, 1e-10)
-    if metric is not None:
-        ax = metric(x).detach()
     # At least 2e-16 (a zero gradient gives a zero step); NaN stays NaN, and the line
     # search rejects the non-finite step.
     quadratic = max(float(x @ ax), 2e-16)
@@ -246,8 +238,7 @@ class LineSearchResult:
 
 
 def backtracking_line_search(
-    loss_fn: Callable[[dict[str, Tensor]], Tensor | float],
-    kl_fn: Callable[[dict[str, Tensor]], Tensor | float],
+    objective: Callable[[dict[str, Tensor]], tuple[Tensor | float, Tensor | float]],
     params: Mapping[str, Tensor],
     full_step: Tensor,
     expected_improvement: Tensor | float,
@@ -261,14 +252,13 @@ def backtracking_line_search(
 
     The first candidate whose loss and KL are finite, whose loss decreased (by more than
     ``accept_ratio * ratio**i * expected_improvement``) and whose ``kl <= max_kl`` is accepted.
-    The defaults (0.8, 15 steps, plain decrease) are pytorch-maml-rl's. Candidates are fresh
-    leaf tensors with the original ``requires_grad``, so ``loss_fn`` may differentiate through
-    them (MAML's inner adaptation step does). Non-finite parameters are never returned.
+    The defaults (0.8, 15 steps, plain decrease) are pytorch-maml-rl's, whose surrogate also
+    returns the loss and the KL of a candidate together. Candidates are fresh leaf tensors with
+    the original ``requires_grad``, so ``objective`` may differentiate through them (MAML's
+    inner adaptation step does). Non-finite parameters are never returned.
 
     Args:
-        loss_fn: ``params -> scalar loss`` to minimise (e.g. the surrogate loss).
-        kl_fn: ``params -> scalar KL`` from the old policy; evaluated only for candidates whose
-            loss improved.
+        objective: ``params -> (scalar loss to minimise, scalar KL from the old policy)``.
         params: the current parameters (name -> tensor).
         full_step: ``[N]`` flat update for ``step_fraction = 1`` (for TRPO ``-beta * s`` with
             ``H s = g`` and ``beta = sqrt(2 * max_kl / s.H s)``), ordered like
@@ -279,7 +269,7 @@ def backtracking_line_search(
         ratio: shrink factor in ``(0, 1)``.
         max_steps: how many fractions to try, ``>= 1``.
         accept_ratio: minimal ratio of actual to expected improvement (0: any decrease).
-        old_loss: ``loss_fn(params)`` if already known (computed otherwise).
+        old_loss: the loss at ``params`` if already known (computed otherwise).
 
     Returns:
         A :class:`LineSearchResult`.
@@ -299,7 +289,7 @@ def backtracking_line_search(
             f"full_step must be a flat vector of {flat.numel()} elements (the parameters' size), "
             f"got shape {tuple(full_step.shape)}"
         )
-    loss0 = _scalar(loss_fn(params) if old_loss is None else old_loss)
+    loss0 = _scalar(objective(params)[0] if old_loss is None else old_loss)
     expected = _scalar(expected_improvement)
     rejected = LineSearchResult(False, params, 0.0, loss0, 0.0, loss0, 0)
     if not math.isfinite(loss0) or not bool(torch.isfinite(full_step).all()):
@@ -313,11 +303,12 @@ def backtracking_line_search(
                 name: t.detach().clone().requires_grad_(params[name].requires_grad)
                 for name, t in unflatten_params(candidate_flat, params).items()
             }
-            loss = _scalar(loss_fn(candidate))
+            loss_value, kl_value = objective(candidate)
+            loss = _scalar(loss_value)
             improvement = loss0 - loss
             wanted = accept_ratio * fraction * expected if accept_ratio > 0 else 0.0
             if math.isfinite(loss) and improvement > 0 and improvement >= wanted:
-                kl = _scalar(kl_fn(candidate))
+                kl = _scalar(kl_value)
                 if math.isfinite(kl) and kl <= max_kl:
                     return LineSearchResult(True, candidate, fraction, loss, kl, loss0, i + 1)
     return LineSearchResult(False, params, 0.0, loss0, 0.0, loss0, max_steps)

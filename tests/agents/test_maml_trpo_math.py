@@ -1,19 +1,25 @@
-"""MAML-TRPO's inner step and meta-gradient against plain autograd and finite differences."""
+"""MAML-TRPO's inner step, outer loss and meta-gradient against per-task autograd and finite
+differences; the written-out kernel against the autograd reference."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+from metarl import curvature
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig
-from metarl.agents.maml_trpo import TaskSteps
+from metarl.agents.maml_trpo import AutogradMetaObjective, MetaObjective, inner_step, outer_loss
+from metarl.curvature import WrittenOutMetaObjective, written_out_meta_objective
+from metarl.optim import flat_grad, flatten_params
 from metarl.policies import gaussian_log_prob
 from metarl.sampling.batch import EpisodeBatch
+from metarl.task_steps import TaskSteps
 
 OBS_DIM, ACT_DIM, T, K, E = 3, 2, 6, 3, 2
 
@@ -62,14 +68,30 @@ def make_agent(**overrides: object) -> MAMLTRPO:
     return agent
 
 
+def packed(agent: MAMLTRPO, seed: int) -> TaskSteps:
+    batch = make_batch(seed)
+    return TaskSteps.pack(batch, agent.advantages(batch))
+
+
 def task_columns(k: int) -> slice:
     return slice(k * E, (k + 1) * E)
 
 
+def as_tasks(theta: dict) -> dict:
+    return {n: v.unsqueeze(0).expand(K, *v.shape) for n, v in theta.items()}
+
+
 def reference_inner_step(
-    agent: MAMLTRPO, theta: dict, batch: EpisodeBatch, adv: torch.Tensor, create_graph: bool
+    agent: MAMLTRPO,
+    theta: dict,
+    batch: EpisodeBatch,
+    adv: torch.Tensor,
+    create_graph: bool,
+    lr: float | None = None,
 ) -> list[dict]:
-    """Per-task inner steps, one task at a time with torch.autograd.grad."""
+    """Per-task inner steps (of ``adapt_lr`` unless ``lr``), one task at a time with
+    torch.autograd.grad."""
+    lr = agent.config.adapt_lr if lr is None else lr
     out = []
     for k in range(K):
         cols = task_columns(k)
@@ -77,22 +99,14 @@ def reference_inner_step(
         mask = batch.valid[:, cols].double()
         loss = -(lp * adv[:, cols] * mask).sum() / mask.sum()
         grads = torch.autograd.grad(loss, list(theta.values()), create_graph=create_graph)
-        lr = agent.config.adapt_lr
         out.append({n: p - lr * g for (n, p), g in zip(theta.items(), grads, strict=True)})
     return out
 
 
-def reference_outer_loss(
-    agent: MAMLTRPO,
-    theta: dict,
-    train: EpisodeBatch,
-    train_adv: torch.Tensor,
-    valid: EpisodeBatch,
-    valid_adv: torch.Tensor,
-    old: tuple,
-    create_graph: bool,
+def reference_task_losses(
+    agent: MAMLTRPO, adapted: list[dict], valid: EpisodeBatch, valid_adv: torch.Tensor, old: tuple
 ) -> torch.Tensor:
-    adapted = reference_inner_step(agent, theta, train, train_adv, create_graph)
+    """Each task's importance-weighted outer loss at its adapted parameters, one at a time."""
     losses = []
     for k in range(K):
         cols = task_columns(k)
@@ -101,25 +115,7 @@ def reference_outer_loss(
         old_lp = gaussian_log_prob(valid.actions[:, cols], old[0][:, cols], old[1][:, cols])
         mask = valid.valid[:, cols].double()
         losses.append(-(torch.exp(lp - old_lp) * valid_adv[:, cols] * mask).sum() / mask.sum())
-    return torch.stack(losses).mean()
-
-
-def reference_curvature_kl(
-    agent: MAMLTRPO, train: list[TaskSteps], valid: TaskSteps, create_graph: bool
-) -> Callable[[dict], torch.Tensor]:
-    """``theta -> mean KL`` whose Hessian TRPO's curvature is: the adapted policies on
-    ``train`` at the current ``theta`` against those at ``theta`` (autograd throughout)."""
-    K = valid.num_tasks
-    theta = {k: v.detach().requires_grad_(True) for k, v in agent.policy.params().items()}
-    current = agent._adapt_all(agent._theta_as_tasks(theta, K), train, False)
-    with torch.no_grad():
-        old = agent._distribution(agent._detached(current), valid.obs)
-    return lambda p: agent.meta_objective(p, train, valid, old, create_graph)[1]
-
-
-def sampling_distribution(agent: MAMLTRPO, adapted: dict, valid: TaskSteps) -> tuple:
-    with torch.no_grad():
-        return agent._distribution(agent._detached(adapted), valid.obs)
+    return torch.stack(losses)
 
 
 @dataclass
@@ -136,19 +132,24 @@ class Setup:
     old_time_major: tuple[torch.Tensor, torch.Tensor]
     """The same distributions in the sampler's ``[T, B, act_dim]`` layout."""
 
+    def outer(self, theta: dict, create_graph: bool, train: list | None = None) -> tuple:
+        lr = self.agent.config.adapt_lr
+        train = [self.steps] if train is None else train
+        return outer_loss(
+            self.agent.policy, theta, train, self.valid_steps, self.old, lr, create_graph
+        )
+
 
 @pytest.fixture()
 def setup() -> Setup:
     agent = make_agent()
     train, valid = make_batch(1), make_batch(2)
-    train_adv, valid_adv = agent._advantages(train), agent._advantages(valid)
+    train_adv, valid_adv = agent.advantages(train), agent.advantages(valid)
     steps, valid_steps = TaskSteps.pack(train, train_adv), TaskSteps.pack(valid, valid_adv)
-    theta = agent.policy.params()
-    adapted = agent._detached(
-        agent._inner_step(agent._theta_as_tasks(theta, K), steps, agent.config.adapt_lr, False)
-    )
+    adapted = agent.adapt(agent.exploration_policy(K), train).params
+    assert adapted is not None
     with torch.no_grad():
-        old = agent._distribution(adapted, valid_steps.obs)
+        old = agent.policy.per_task(adapted, valid_steps.obs)
         per_task = [
             agent.policy.functional(
                 valid.obs[:, task_columns(k)], {n: v[k] for n, v in adapted.items()}
@@ -160,6 +161,15 @@ def setup() -> Setup:
             torch.cat([s for _, s in per_task], dim=1),
         )
     return Setup(agent, train, train_adv, valid, valid_adv, steps, valid_steps, old, old_time_major)
+
+
+def moved(theta: dict, seed: int) -> dict:
+    """``theta`` moved away from the sampling policies, so KL and ratios are not trivial."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        n: (p + 0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype)).detach().requires_grad_()
+        for n, p in theta.items()
+    }
 
 
 def test_packing_keeps_each_tasks_valid_steps_in_order(setup: Setup) -> None:
@@ -181,24 +191,45 @@ def test_packing_keeps_each_tasks_valid_steps_in_order(setup: Setup) -> None:
         torch.testing.assert_close(packed.task_mean(packed.advantages)[k], expected)
 
 
-def test_inner_step_equals_per_task_autograd(setup: Setup) -> None:
-    agent = setup.agent
+@pytest.mark.parametrize("chunk_steps", [0, 1])
+def test_adapt_is_a_per_task_policy_gradient_step(chunk_steps: int) -> None:
+    """Meta-test adaptation (in task groups or not) and the batched inner step against one
+    autograd step per task; a second adaptation starts from the first one's constants."""
+    agent = make_agent(cpu_chunk_steps=chunk_steps)
+    first, second = make_batch(1), make_batch(3)
     theta = agent.policy.params()
-    batched = agent._inner_step(
-        agent._theta_as_tasks(theta, K), setup.steps, agent.config.adapt_lr, False
-    )
-    reference = reference_inner_step(agent, theta, setup.train, setup.train_adv, False)
+    once = agent.adapt(agent.exploration_policy(K), first)
+    reference = reference_inner_step(agent, theta, first, agent.advantages(first), False)
+    batched = inner_step(agent.policy, as_tasks(theta), packed(agent, 1), agent.config.adapt_lr)
+    assert once.params is not None
     for k in range(K):
         for name in theta:
+            torch.testing.assert_close(
+                once.params[name][k], reference[k][name], rtol=1e-10, atol=1e-12
+            )
             torch.testing.assert_close(batched[name][k], reference[k][name], rtol=1e-10, atol=1e-12)
-    # The step really moved every task, and differently.
-    assert not torch.allclose(batched["mean_net.0.weight"][0], batched["mean_net.0.weight"][1])
+    # The step really moved every task, and differently; nothing keeps a graph.
+    assert not torch.allclose(
+        once.params["mean_net.0.weight"][0], once.params["mean_net.0.weight"][1]
+    )
+    assert all(not v.requires_grad for v in once.params.values())
+    twice = agent.adapt(once, second, lr=0.05)
+    assert twice.params is not None
+    for k in range(K):
+        start = {n: v[k].detach().requires_grad_() for n, v in once.params.items()}
+        adv = agent.advantages(second)
+        expected = reference_inner_step(agent, start, second, adv, False, lr=0.05)[k]
+        for name in theta:
+            torch.testing.assert_close(
+                twice.params[name][k], expected[name], rtol=1e-10, atol=1e-12
+            )
+    with pytest.raises(ValueError, match="episodes of 3 tasks for a policy of 2"):
+        agent.adapt(agent.exploration_policy(2), first)
 
 
-def test_objective_at_sampling_policy_has_zero_kl(setup: Setup) -> None:
-    agent, valid, valid_adv = setup.agent, setup.valid, setup.valid_adv
-    theta = agent.policy.params()
-    loss, kl = agent.meta_objective(theta, [setup.steps], setup.valid_steps, setup.old, True)
+def test_outer_loss_at_the_sampling_policies_has_zero_kl(setup: Setup) -> None:
+    valid, valid_adv = setup.valid, setup.valid_adv
+    loss, kl = setup.outer(setup.agent.policy.params(), True)
     assert kl.item() == pytest.approx(0.0, abs=1e-12)
     # ratio == 1: the loss is minus the mean advantage of each task, averaged over tasks.
     expected = -torch.stack(
@@ -207,25 +238,14 @@ def test_objective_at_sampling_policy_has_zero_kl(setup: Setup) -> None:
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
 
 
-def objective(s: Setup, theta: dict, create_graph: bool) -> torch.Tensor:
-    return s.agent.meta_objective(theta, [s.steps], s.valid_steps, s.old, create_graph)[0]
-
-
 def test_second_order_meta_gradient_matches_autograd_and_finite_differences(setup: Setup) -> None:
     agent = setup.agent
     theta = agent.policy.params()
-    loss = objective(setup, theta, True)
-    grad = torch.autograd.grad(loss, list(theta.values()))
-    ref_loss = reference_outer_loss(
-        agent,
-        theta,
-        setup.train,
-        setup.train_adv,
-        setup.valid,
-        setup.valid_adv,
-        setup.old_time_major,
-        True,
-    )
+    grad = torch.autograd.grad(setup.outer(theta, True)[0], list(theta.values()))
+    adapted = reference_inner_step(agent, theta, setup.train, setup.train_adv, True)
+    ref_loss = reference_task_losses(
+        agent, adapted, setup.valid, setup.valid_adv, setup.old_time_major
+    ).mean()
     ref_grad = torch.autograd.grad(ref_loss, list(theta.values()))
     for g, r in zip(grad, ref_grad, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)
@@ -245,36 +265,27 @@ def test_second_order_meta_gradient_matches_autograd_and_finite_differences(setu
             n: (p - eps * c.view_as(p)).detach().requires_grad_(True)
             for (n, p), c in zip(theta.items(), chunks, strict=True)
         }
-        fd = (objective(setup, plus, True).item() - objective(setup, minus, True).item()) / (
-            2 * eps
-        )
+        fd = (setup.outer(plus, True)[0].item() - setup.outer(minus, True)[0].item()) / (2 * eps)
         assert float(flat @ direction) == pytest.approx(fd, rel=1e-5, abs=1e-8)
 
 
 def test_first_order_gradient_is_gradient_at_adapted_parameters(setup: Setup) -> None:
-    agent, valid, valid_adv = setup.agent, setup.valid, setup.valid_adv
-    old = setup.old_time_major
+    agent = setup.agent
     theta = agent.policy.params()
-    first_order = torch.autograd.grad(objective(setup, theta, False), list(theta.values()))
+    first_order = torch.autograd.grad(setup.outer(theta, False)[0], list(theta.values()))
     # Reference: d loss / d theta_k evaluated at the (constant) adapted parameters, summed over k.
     adapted = reference_inner_step(agent, theta, setup.train, setup.train_adv, False)
     leaves = [{n: v.detach().requires_grad_(True) for n, v in a.items()} for a in adapted]
-    losses = []
-    for k in range(K):
-        cols = task_columns(k)
-        mean, log_std = agent.policy.functional(valid.obs[:, cols], leaves[k])
-        lp = gaussian_log_prob(valid.actions[:, cols], mean, log_std)
-        old_lp = gaussian_log_prob(valid.actions[:, cols], old[0][:, cols], old[1][:, cols])
-        mask = valid.valid[:, cols].double()
-        losses.append(-(torch.exp(lp - old_lp) * valid_adv[:, cols] * mask).sum() / mask.sum())
-    total = torch.stack(losses).mean()
+    total = reference_task_losses(
+        agent, leaves, setup.valid, setup.valid_adv, setup.old_time_major
+    ).mean()
     per_task = [
         torch.autograd.grad(total, list(leaf.values()), retain_graph=True) for leaf in leaves
     ]
     for i, g in enumerate(first_order):
         torch.testing.assert_close(g, sum(pt[i] for pt in per_task), rtol=1e-10, atol=1e-12)
     # And it differs from the second-order gradient (the inner Hessian term is real).
-    second = torch.autograd.grad(objective(setup, theta, True), list(theta.values()))
+    second = torch.autograd.grad(setup.outer(theta, True)[0], list(theta.values()))
     pairs = zip(first_order, second, strict=True)
     assert any(not torch.allclose(a, b, atol=1e-8) for a, b in pairs)
 
@@ -302,38 +313,37 @@ def test_policy_init_reaches_the_policy() -> None:
     )
 
 
-def test_paper_preset_follows_the_result_files() -> None:
-    # The paper's result files: HalfCheetahDir took max KL 0.02 (mlr0.02), the others 0.01.
-    assert MAMLTRPO.preset("paper", "HalfCheetahDir").max_kl == 0.02
-    assert MAMLTRPO.preset("paper", "HalfCheetahVel").max_kl == 0.01
-
-
-def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> None:
-    agent = setup.agent
-    theta = agent.policy.params()
-    full = reference_curvature_kl(agent, [setup.steps], setup.valid_steps, True)
-    # With every episode, the curvature KL is the training KL itself.
-    assert full(theta).item() == pytest.approx(
-        agent.meta_objective(theta, [setup.steps], setup.valid_steps, setup.old, True)[1].item(),
-        abs=1e-12,
+def objectives(
+    agent: MAMLTRPO, train: list[TaskSteps], valid: TaskSteps
+) -> tuple[WrittenOutMetaObjective, AutogradMetaObjective]:
+    """The written-out kernel and the autograd reference, through ``train`` and ``valid``."""
+    cfg = agent.config
+    score = partial(outer_loss, agent.policy, lr=cfg.adapt_lr, create_graph=False)
+    kernel = written_out_meta_objective(
+        agent.policy, cfg.adapt_lr, cfg.first_order, cfg.cpu_chunk_steps, score
     )
-    sub_agent = make_agent(hvp_subsample=0.5)
-    sub_agent.policy.load_state_dict(agent.policy.state_dict())
-    sub_train, sub_valid = sub_agent._curvature_steps([setup.steps, setup.valid_steps])
-    # Every second step of every episode, each task's weights a mean over the steps kept.
-    assert sub_valid.obs.shape[1] == (setup.valid_steps.obs.shape[1] + 1) // 2
-    torch.testing.assert_close(sub_valid.obs, setup.valid_steps.obs[:, ::2])
-    torch.testing.assert_close(sub_valid.weights.sum(1), torch.ones(K, dtype=torch.float64))
-    sub = reference_curvature_kl(sub_agent, [sub_train], sub_valid, True)
-    theta = sub_agent.policy.params()
-    value = sub(theta)
-    assert value.item() == pytest.approx(0.0, abs=1e-12)
-    (grad,) = torch.autograd.grad(value, [theta["log_std"]], create_graph=True)
-    assert grad.abs().max().item() < 1e-10
-    # Its Hessian is positive semi-definite along random directions.
-    from metarl.optim import hessian_vector_product
+    assert isinstance(kernel, WrittenOutMetaObjective)
+    reference = AutogradMetaObjective(agent.policy, cfg.adapt_lr, cfg.first_order)
+    objective: MetaObjective
+    for objective in (kernel, reference):
+        for steps in train:
+            objective.adapt(steps)
+        objective.attach(valid)
+    return kernel, reference
 
-    hvp = hessian_vector_product(sub, theta, 0.0)
+
+def test_the_curvature_kl_is_zero_with_zero_gradient_at_theta(setup: Setup) -> None:
+    """The KL whose Hessian TRPO's curvature is: zero at the current theta, with zero gradient
+    (the adapted policies there are the sampling ones), and its Hessian positive semidefinite."""
+    agent = setup.agent
+    reference = objectives(agent, [setup.steps], setup.valid_steps)[1]
+    theta = agent.policy.params()
+    loss, kl = reference.loss_and_kl(theta)
+    assert kl.item() == pytest.approx(0.0, abs=1e-12)
+    assert loss.item() == pytest.approx(setup.outer(theta, True)[0].item(), abs=1e-12)
+    (grad,) = torch.autograd.grad(setup.outer(theta, True)[1], [theta["log_std"]])
+    assert grad.abs().max().item() < 1e-10
+    hvp = reference.kl_hvp(0.0)
     n = sum(p.numel() for p in theta.values())
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
@@ -341,84 +351,83 @@ def test_curvature_on_a_subsample_is_a_zero_kl_trust_region(setup: Setup) -> Non
         assert float(v @ hvp(v)) >= -1e-10
 
 
+@pytest.mark.parametrize("chunk_steps", [0, 44])
 @pytest.mark.parametrize(
-    ("subsample", "num_steps", "first_order"),
-    [(1.0, 1, False), (0.5, 1, False), (1.0, 2, False), (0.5, 2, True), (1.0, 1, True)],
+    ("activation", "num_steps", "first_order"),
+    [
+        ("tanh", 1, False),
+        ("relu", 1, False),
+        ("elu", 1, False),
+        ("tanh", 2, False),
+        ("tanh", 1, True),
+        ("tanh", 2, True),
+    ],
 )
-def test_written_out_curvature_equals_the_double_backward_hessian(
-    subsample: float, num_steps: int, first_order: bool
+def test_written_out_kernel_equals_the_autograd_reference(
+    setup: Setup, chunk_steps: int, activation: str, num_steps: int, first_order: bool
 ) -> None:
-    """``mean_k J_k^T F_k J_k`` as _InnerSteps writes it out, against autograd's Hessian of the
-    KL through the inner steps (``J = I`` first order), on all steps and on a subsample."""
-    from metarl.optim import hessian_vector_product
-
-    agent = make_agent(hvp_subsample=subsample, num_adapt_steps=num_steps, first_order=first_order)
-    batches = [make_batch(seed) for seed in (1, 3)[:num_steps]]
-    valid = make_batch(2)
-    *sub_train, sub_valid = agent._curvature_steps(
-        [TaskSteps.pack(b, agent._advantages(b)) for b in [*batches, valid]]
+    """Everything training reads of the kernel (adapted parameters, sampling distributions,
+    meta-gradient, the KL's curvature products ``mean_k J_k^T F_k J_k``, the line search's loss
+    and KL) equals the autograd reference (``J = I`` first order), in one task group or two."""
+    agent = make_agent(cpu_chunk_steps=chunk_steps, activation=activation, first_order=first_order)
+    train = [setup.steps, packed(agent, 3)][:num_steps]
+    kernel, reference = objectives(agent, train, setup.valid_steps)
+    assert len(kernel.groups) == (1 if chunk_steps == 0 else 2)
+    for name, value in reference.adapted.items():
+        torch.testing.assert_close(kernel.adapted[name], value, rtol=1e-12, atol=1e-14)
+    for a, b in zip(
+        kernel.attach(setup.valid_steps), reference.attach(setup.valid_steps), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    theta = agent.policy.params()
+    loss, kl = kernel.loss_and_kl(theta)
+    assert kl.item() == pytest.approx(0.0, abs=1e-12)
+    assert loss.item() == pytest.approx(
+        -setup.valid_steps.task_mean(setup.valid_steps.advantages).mean().item(), abs=1e-12
     )
-    reference = hessian_vector_product(
-        reference_curvature_kl(agent, sub_train, sub_valid, not first_order),
-        agent.policy.params(),
-        0.1,
+    torch.testing.assert_close(
+        kernel.meta_gradient(), reference.meta_gradient(), rtol=1e-10, atol=1e-12
     )
-    written_out = agent._curvature_hvp(sub_train, sub_valid, 0.1)
-    n = sum(p.numel() for p in agent.policy.params().values())
+    written_out, autograd = kernel.kl_hvp(0.1), reference.kl_hvp(0.1)
     gen = torch.Generator().manual_seed(4)
     for _ in range(3):
-        v = torch.randn(n, generator=gen, dtype=torch.float64)
-        torch.testing.assert_close(written_out(v), reference(v), rtol=1e-9, atol=1e-11)
+        v = torch.randn(flatten_params(theta).numel(), generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(written_out(v), autograd(v), rtol=1e-9, atol=1e-11)
+    away = moved(theta, 5)
+    for a, b in zip(kernel.loss_and_kl(away), reference.loss_and_kl(away), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert kernel.loss_and_kl(away)[1].item() > 1e-4
 
 
 @pytest.mark.parametrize(("chunk_steps", "groups"), [(0, 1), (1, K), (44, 2)])
 def test_task_groups_change_nothing_but_rounding(
     setup: Setup, chunk_steps: int, groups: int
 ) -> None:
-    """Every pass run over groups of tasks (``cpu_chunk_steps``) gives what one pass over all
-    tasks gives: meta-test inner steps, the line search's outer loss and KL, the cached inner
-    step, outer gradient and curvature products."""
-    agent = make_agent(cpu_chunk_steps=chunk_steps)
-    one_pass = make_agent(cpu_chunk_steps=0)
-    steps, valid = setup.steps, setup.valid_steps
-    # 11 valid steps in the longest task of each batch: 22 per task for the outer passes.
-    assert len(agent._task_groups(steps, valid)) == groups
-    theta = agent.policy.params()
-    start = agent._theta_as_tasks(theta, K)
-    adapted = agent._adapted(start, steps, 0.3)
-    expected = agent._inner_step(start, steps, 0.3, False)
-    for name in theta:
-        torch.testing.assert_close(adapted[name], expected[name].detach(), rtol=1e-12, atol=1e-14)
-    old = sampling_distribution(agent, adapted, valid)
-    torch.testing.assert_close(old[0], setup.old[0], rtol=1e-12, atol=1e-14)
-
-    # Away from the sampling policies, so that the KL and the ratios are not trivial.
-    gen = torch.Generator().manual_seed(5)
-    moved = {
-        n: (p + 0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        .detach()
-        .requires_grad_(True)
-        for n, p in theta.items()
-    }
-    loss, kl = agent.meta_objective(moved, [steps], valid, old, False)
-    assert kl.item() > 1e-4
-    group_loss, group_kl = agent._outer_by_groups(moved, [steps], valid, old)
-    torch.testing.assert_close(group_loss, loss.detach(), rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(group_kl, kl.detach(), rtol=1e-12, atol=1e-14)
-
-    grouped, whole = agent._inner_steps([steps], valid), one_pass._inner_steps([steps], valid)
+    """Every pass of the kernel run over groups of tasks (``cpu_chunk_steps``; 11 valid steps in
+    the longest task of each batch, 22 per task) gives what one pass over all tasks gives."""
+    grouped, whole = (
+        objectives(make_agent(cpu_chunk_steps=c), [setup.steps], setup.valid_steps)[0]
+        for c in (chunk_steps, 0)
+    )
     assert len(grouped.groups) == groups and len(whole.groups) == 1
-    for name in theta:
-        torch.testing.assert_close(
-            grouped.adapted[name], whole.adapted[name], rtol=1e-12, atol=1e-14
-        )
+    for name, value in whole.adapted.items():
+        torch.testing.assert_close(grouped.adapted[name], value, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(
         grouped.meta_gradient(), whole.meta_gradient(), rtol=1e-10, atol=1e-12
     )
-    n = sum(p.numel() for p in theta.values())
+    theta = setup.agent.policy.params()
+    gen = torch.Generator().manual_seed(5)
     for _ in range(2):
-        v = torch.randn(n, generator=gen, dtype=torch.float64)
-        torch.testing.assert_close(grouped.hvp(0.1)(v), whole.hvp(0.1)(v), rtol=1e-10, atol=1e-12)
+        v = torch.randn(flatten_params(theta).numel(), generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(
+            grouped.kl_hvp(0.1)(v), whole.kl_hvp(0.1)(v), rtol=1e-10, atol=1e-12
+        )
+    away = moved(theta, 5)
+    loss, kl = setup.outer(away, False)
+    assert kl.item() > 1e-4
+    group_loss, group_kl = grouped.loss_and_kl(away)
+    torch.testing.assert_close(group_loss, loss.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(group_kl, kl.detach(), rtol=1e-12, atol=1e-14)
 
 
 def test_groups_on_several_threads_give_the_one_thread_numbers(
@@ -427,32 +436,27 @@ def test_groups_on_several_threads_give_the_one_thread_numbers(
     """With several torch threads the task groups run side by side, one pool thread each: the
     inner step, the outer gradient, the curvature products and the line search's loss and KL
     are then bit for bit what one thread computes, and the thread count is restored."""
-    import threading
-
-    from metarl.agents import maml_trpo
-
     threads_seen: set[str] = set()
+    fvp = curvature.FisherProduct.fvp
 
-    class Recorded(maml_trpo.FisherProduct):
-        def fvp(self, v: dict) -> dict:
-            threads_seen.add(threading.current_thread().name)
-            return super().fvp(v)
+    def recorded(self: curvature.FisherProduct, v: dict) -> dict:
+        threads_seen.add(threading.current_thread().name)
+        return fvp(self, v)
 
-    monkeypatch.setattr(maml_trpo, "FisherProduct", Recorded)
+    monkeypatch.setattr(curvature.FisherProduct, "fvp", recorded)
     agent = make_agent(cpu_chunk_steps=1)  # a group per task
-    steps, valid = setup.steps, setup.valid_steps
     theta = agent.policy.params()
-    moved = {n: (p + 0.1).detach().requires_grad_(True) for n, p in theta.items()}
-    v = torch.linspace(-1.0, 1.0, sum(p.numel() for p in theta.values()), dtype=torch.float64)
+    away = {n: (p + 0.1).detach().requires_grad_(True) for n, p in theta.items()}
+    v = torch.linspace(-1.0, 1.0, flatten_params(theta).numel(), dtype=torch.float64)
 
     def passes() -> list[torch.Tensor]:
-        inner = agent._inner_steps([steps], valid)
-        assert len(inner.groups) == K
+        kernel = objectives(agent, [setup.steps], setup.valid_steps)[0]
+        assert len(kernel.groups) == K
         return [
-            *inner.adapted.values(),
-            inner.meta_gradient(),
-            inner.hvp(0.1)(v),
-            *agent._outer_by_groups(moved, [steps], valid, setup.old),
+            *kernel.adapted.values(),
+            kernel.meta_gradient(),
+            kernel.kl_hvp(0.1)(v),
+            *kernel.loss_and_kl(away),
         ]
 
     threads = torch.get_num_threads()
@@ -471,53 +475,14 @@ def test_groups_on_several_threads_give_the_one_thread_numbers(
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("chunk_steps", [0, 44])
-@pytest.mark.parametrize(
-    ("activation", "num_steps", "first_order"),
-    [("tanh", 1, False), ("relu", 1, False), ("tanh", 2, False), ("tanh", 2, True)],
-)
-def test_cached_inner_steps_give_what_autograd_gives(
-    setup: Setup, chunk_steps: int, activation: str, num_steps: int, first_order: bool
-) -> None:
-    """What training reads from the cached inner steps (adapted parameters, sampling
-    distributions, outer loss and meta-gradient at theta) equals the autograd path."""
-    from metarl.optim import flat_grad
-
-    agent = make_agent(cpu_chunk_steps=chunk_steps, activation=activation, first_order=first_order)
-    second = TaskSteps.pack(make_batch(3), agent._advantages(make_batch(3)))
-    train, valid = [setup.steps, second][:num_steps], setup.valid_steps
-    inner = agent._inner_steps(train)
-    assert len(inner.groups) == (1 if chunk_steps == 0 else 2)
-    theta = agent.policy.params()
-    expected = agent._adapt_all(agent._theta_as_tasks(theta, K), train, False)
-    for name in theta:
-        torch.testing.assert_close(
-            inner.adapted[name], expected[name].detach(), rtol=1e-12, atol=1e-14
-        )
-    mean, log_std = inner.attach(valid)
-    old = sampling_distribution(agent, expected, valid)
-    torch.testing.assert_close(mean, old[0], rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(log_std, old[1], rtol=1e-12, atol=1e-14)
-    loss, kl = agent.meta_objective(theta, train, valid, old, not first_order)
-    assert kl.item() == pytest.approx(0.0, abs=1e-12)
-    assert loss.item() == pytest.approx(-valid.task_mean(valid.advantages).mean().item(), abs=1e-12)
-    torch.testing.assert_close(
-        inner.meta_gradient(), flat_grad(loss, theta), rtol=1e-10, atol=1e-12
-    )
-
-
 def test_two_inner_steps_meta_gradient_matches_finite_differences(setup: Setup) -> None:
     """Two inner steps (the second on fresh episodes, from the first step's result): the
     written-out second-order gradient (two task groups) against central differences."""
-    from metarl.optim import flat_grad
-
     agent = make_agent(cpu_chunk_steps=44)
-    second = TaskSteps.pack(make_batch(3), agent._advantages(make_batch(3)))
-    train = [setup.steps, second]
+    train = [setup.steps, packed(agent, 3)]
+    kernel = objectives(agent, train, setup.valid_steps)[0]
+    grad = kernel.meta_gradient()
     theta = agent.policy.params()
-    inner = agent._inner_steps(train)
-    old = inner.attach(setup.valid_steps)
-    grad = inner.meta_gradient()
     gen = torch.Generator().manual_seed(6)
     eps = 1e-6
     for _ in range(2):
@@ -529,12 +494,37 @@ def test_two_inner_steps_meta_gradient_matches_finite_differences(setup: Setup) 
                 n: (p + sign * eps * c.view_as(p)).detach().requires_grad_(True)
                 for (n, p), c in zip(theta.items(), chunks, strict=True)
             }
-            return agent.meta_objective(moved, train, setup.valid_steps, old, False)[0].item()
+            return kernel.loss_and_kl(moved)[0].item()
 
         fd = (at(1.0) - at(-1.0)) / (2 * eps)
         assert float(grad @ direction) == pytest.approx(fd, rel=1e-5, abs=1e-8)
     # The two-step gradient is not the one-step one.
-    one_step = flat_grad(
-        agent.meta_objective(theta, [setup.steps], setup.valid_steps, old, True)[0], theta
-    )
+    one_step = flat_grad(setup.outer(theta, True)[0], theta)
     assert not torch.allclose(one_step, grad)
+
+
+def test_an_activation_without_a_written_out_kernel_takes_the_autograd_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel writes out tanh, relu and elu only; any other activation of the policy trains
+    by the autograd reference, within the trust region."""
+    from metarl import policies
+    from metarl.envs import FamilyTaskSampler, make_family
+    from metarl.sampling import make_sampler
+
+    monkeypatch.setitem(policies.ACTIVATIONS, "softplus", torch.nn.Softplus)
+    config = MAMLTRPOConfig(
+        meta_batch_size=2, episodes_per_task=2, hidden_sizes=(8,), activation="softplus"
+    )
+    family = make_family("Point2DNav")
+    source = FamilyTaskSampler(family)
+    agent = MAMLTRPO(config, family.observation_space, family.action_space)
+    score = partial(outer_loss, agent.policy, lr=0.1, create_graph=False)
+    assert written_out_meta_objective(agent.policy, 0.1, False, 0, score) is None
+    before = flatten_params(agent.policy.params()).detach().clone()
+    rng = np.random.default_rng(0)
+    with make_sampler(source, agent.policy, horizon=10) as sampler:
+        metrics = agent.train_step(sampler, source.sample(2, rng), rng)
+    assert metrics["trpo/nonfinite"] == 0.0 and metrics["trpo/accepted"] == 1.0
+    assert 0.0 < metrics["trpo/kl"] <= config.max_kl * 1.0001
+    assert not torch.equal(flatten_params(agent.policy.params()), before)

@@ -284,13 +284,10 @@ def test_two_inner_steps_train_within_the_trust_region(tmp_path: Path, first_ord
     assert any(float(r["trpo/accepted"]) == 1.0 for r in table)
 
 
-@pytest.mark.parametrize(("subsample", "extra"), [(1.0, 0), (0.5, 1)])
-def test_a_step_takes_cg_iters_curvature_products_and_one_to_scale_a_subsample(
-    monkeypatch: pytest.MonkeyPatch, subsample: float, extra: int
-) -> None:
-    """The exact step is scaled from CG's own products; a subsample's CG step takes one more
-    product, with every step's curvature. Each product is one Fisher-vector product per task
-    group (one group here: ``cpu_chunk_steps=0``)."""
+def test_a_step_takes_cg_iters_curvature_products() -> None:
+    """The step is scaled from CG's own products: ``cg_iters`` curvature products, each one
+    Fisher-vector product per task group (one group here: ``cpu_chunk_steps=0``) over every
+    post-adaptation step."""
     import numpy as np
 
     from metarl.curvature import FisherProduct
@@ -304,14 +301,42 @@ def test_a_step_takes_cg_iters_curvature_products_and_one_to_scale_a_subsample(
         calls.append(int(self.weights.shape[-1]))  # the steps the product ran over
         return fvp(self, v)
 
-    monkeypatch.setattr(FisherProduct, "fvp", counted)
-    config = replace(TINY, cg_iters=4, hvp_subsample=subsample, cpu_chunk_steps=0)
+    config = replace(TINY, cg_iters=4, cpu_chunk_steps=0)
     family = make_family("Point2DNav")
     source = FamilyTaskSampler(family)
     agent = MAMLTRPO(config, family.observation_space, family.action_space)
     rng = np.random.default_rng(0)
-    with make_sampler(source, agent.policy, horizon=10) as sampler:
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        make_sampler(source, agent.policy, horizon=10) as sampler,
+    ):
+        monkeypatch.setattr(FisherProduct, "fvp", counted)
         agent.train_step(sampler, source.sample(4, rng), rng)
-    full = max(calls)
-    assert len(calls) == config.cg_iters + extra
-    assert calls.count(full) == (config.cg_iters if extra == 0 else 1)
+    assert calls == [config.episodes_per_task * 10] * config.cg_iters
+
+
+def test_a_run_saved_with_the_removed_curvature_subsample_loads_at_its_old_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs of earlier versions saved ``hvp_subsample: 1.0`` (every step, today's behaviour):
+    they resume and evaluate; any other value is refused in one line."""
+    from metarl.evaluation import load_run
+
+    run = train(
+        "maml-trpo",
+        RunArgs(env="Point2DNav", seed=3, run_dir=tmp_path / "run", progress=False),
+        replace(TINY, iterations=1),
+    )
+    path = run / "config.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "config": {**saved["config"], "hvp_subsample": 1.0}}))
+    assert load_run(run).agent.config == replace(TINY, iterations=1)
+    resume = ["train", "maml-trpo", "--resume", str(run), "--no-progress"]
+    assert main([*resume, "--iterations", "2"]) == 0
+    assert [r["iteration"] for r in rows(run)] == ["0", "1"]
+    path.write_text(json.dumps({**saved, "config": {**saved["config"], "hvp_subsample": 0.5}}))
+    assert main([*resume, "--iterations", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "hvp_subsample=0.5 was removed" in err and len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match=r"hvp_subsample=0\.5 was removed"):
+        load_run(run)
