@@ -590,6 +590,13 @@ class SeedResult:
         returns = np.asarray(self.eval["returns"], dtype=np.float64)  # [seeds, steps, tasks]
         return [float(returns[:, s, :].mean()) for s in range(returns.shape[1])]
 
+    def success_values(self) -> list[float] | None:
+        """Meta-test success rate after each adaptation step, where the env reports one."""
+        if self.eval is None or self.eval.get("success") is None:
+            return None
+        success = np.asarray(self.eval["success"], dtype=np.float64)  # [seeds, steps, tasks]
+        return [float(success[:, s, :].mean()) for s in range(success.shape[1])]
+
     def curve(self) -> tuple[np.ndarray, np.ndarray]:
         """Cumulative env steps and post-adaptation training return, per iteration."""
         steps = np.cumsum([float(r.get("env_steps") or 0.0) for r in self.metrics])
@@ -732,6 +739,14 @@ def _cell_section(cell: Cell, seeds: dict[int, SeedResult]) -> list[str]:
         + ".",
         "",
     ]
+    rates = {f.seed: f.success_values() for f in finished}
+    if any(r is not None for r in rates.values()):
+        per_seed = "; ".join(
+            f"seed {seed}: " + " / ".join(f"{x:.2f}" for x in r)
+            for seed, r in sorted(rates.items())
+            if r is not None
+        )
+        lines += [f"Success rate after 0, 1, 2, ... steps ({per_seed}).", ""]
     return lines
 
 
