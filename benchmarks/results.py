@@ -133,6 +133,18 @@ CELLS: dict[str, Cell] = {
             note="the default preset, iterations set by the budget",
         ),
         Cell(
+            "point2d-reptile-ppo-linear",
+            "reptile-ppo",
+            "Point2DNav",
+            "maml-rllab",
+            "default",
+            budget=POINT_BUDGET,
+            flags=("--baseline", "linear"),
+            group="Point2DNav ablation: Reptile-PPO's baseline, 8M env steps",
+            note="point2d-reptile-ppo with MAML-TRPO's per-task linear feature baseline in place "
+            "of the value network (see the findings)",
+        ),
+        Cell(
             "point2d-rl2-ppo",
             "rl2-ppo",
             "Point2DNav",
