@@ -269,6 +269,33 @@ class RL2PPO(MetaAgent):
         sample_time = time.perf_counter() - t_start
 
         t_opt = time.perf_counter()
+        sums, updates = self._ppo_epochs(batch, B, rng)
+        opt_time = time.perf_counter() - t_opt
+
+        episode_means = batch.episode_returns.mean(dim=0)
+        steps = batch.num_steps
+        total = time.perf_counter() - t_start
+        out = {
+            "meta/return_pre_adapt": float(episode_means[0]),
+            "meta/return_post_adapt": float(episode_means[-1]),
+            **{f"meta/return_episode_{k + 1}": float(v) for k, v in enumerate(episode_means)},
+            "meta/return_trial": float(batch.returns.mean()),
+            **success_metrics(batch, batch, pre_episode=0, post_episode=-1),
+            **{f"losses/{k}": v / updates for k, v in sums.items()},
+            "policy/std": float(self.policy.log_std.detach().exp().mean()),
+            "env_steps": float(steps),
+            "time/sampling": sample_time,
+            "time/optimization": opt_time,
+            "time/env_steps_per_s": steps / max(total, 1e-9),
+        }
+        return out
+
+    def _ppo_epochs(
+        self, batch: EpisodeBatch, B: int, rng: np.random.Generator
+    ) -> tuple[dict[str, float], int]:
+        """``update_epochs`` epochs of PPO over minibatches of whole trials: the summed
+        metrics and the number of updates."""
+        cfg = self.config
         inputs = recurrent_inputs(batch)
         state0 = self.policy.initial_state(B)
         with torch.no_grad():
@@ -299,25 +326,7 @@ class RL2PPO(MetaAgent):
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
                 updates += 1
-        opt_time = time.perf_counter() - t_opt
-
-        episode_means = batch.episode_returns.mean(dim=0)
-        steps = batch.num_steps
-        total = time.perf_counter() - t_start
-        out = {
-            "meta/return_pre_adapt": float(episode_means[0]),
-            "meta/return_post_adapt": float(episode_means[-1]),
-            **{f"meta/return_episode_{k + 1}": float(v) for k, v in enumerate(episode_means)},
-            "meta/return_trial": float(batch.returns.mean()),
-            **success_metrics(batch, batch, pre_episode=0, post_episode=-1),
-            **{f"losses/{k}": v / updates for k, v in sums.items()},
-            "policy/std": float(self.policy.log_std.detach().exp().mean()),
-            "env_steps": float(steps),
-            "time/sampling": sample_time,
-            "time/optimization": opt_time,
-            "time/env_steps_per_s": steps / max(total, 1e-9),
-        }
-        return out
+        return sums, updates
 
     def _ppo_update(
         self,
