@@ -350,7 +350,9 @@ class ReptilePPO(MetaAgent):
         out.update({VALUE + k: v for k, v in value.items()})
         return out
 
-    def _theta_as_tasks(self, num_tasks: int) -> Params:
+    def theta_as_tasks(self, num_tasks: int) -> Params:
+        """``theta`` (policy and value) copied for ``num_tasks`` tasks: where every inner loop
+        starts, ``[K, ...]`` per parameter (the input of :meth:`inner_round`)."""
         return {
             k: v.detach().unsqueeze(0).expand(num_tasks, *v.shape).clone()
             for k, v in self.meta_params().items()
@@ -552,7 +554,7 @@ class ReptilePPO(MetaAgent):
         self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
     ) -> tuple[Params, _Rounds]:
         """Every task's inner rounds from ``theta``: the adapted parameters and what they did."""
-        params = self._theta_as_tasks(len(tasks))
+        params = self.theta_as_tasks(len(tasks))
         state = self.new_inner_state(params, seed=int(rng.integers(2**62)))
         rounds = _Rounds()
         for r in range(self.config.num_adapt_steps):
@@ -642,7 +644,7 @@ class ReptilePPO(MetaAgent):
                 f"reptile-ppo: {episodes.num_tasks} tasks of episodes for a policy of {K}"
             )
         if policy.params is None:
-            params = self._theta_as_tasks(K)
+            params = self.theta_as_tasks(K)
             state = self.new_inner_state(params, seed)
         else:
             if not isinstance(policy.state, InnerState):

@@ -98,7 +98,7 @@ def main() -> None:
         batch = sampler.sample(tasks, config.episodes_per_task, seed=1)
     finally:
         sampler.close()
-    params = agent._theta_as_tasks(config.meta_batch_size)
+    params = agent.theta_as_tasks(config.meta_batch_size)
     data = agent.prepare_round(params, batch)
     batched_s, sequential_s = time_updates(agent, params, data, args.repeats)
     summary = {

@@ -226,7 +226,7 @@ def test_batched_ppo_equals_sequential_torch_adam_runs() -> None:
     agent = make_agent(max_grad_norm=0.05, ent_coef=0.01, reward_scale=0.5)
     batches = [make_batch(1), make_batch(2)]
     seed = 1234
-    params = agent._theta_as_tasks(K)
+    params = agent.theta_as_tasks(K)
     state = agent.new_inner_state(params, seed)
     for batch in batches:
         params, stats = agent.inner_round(params, state, batch)
@@ -282,7 +282,7 @@ def test_a_nonfinite_task_skips_its_updates_and_the_others_learn() -> None:
     agent = make_agent()
     batch = make_batch(1)
     batch.rewards[0, 2] = math.nan  # task 1 (columns 2, 3) gets a NaN reward on a valid step
-    params = agent._theta_as_tasks(K)
+    params = agent.theta_as_tasks(K)
     state = agent.new_inner_state(params, 0)
     new, stats = agent.inner_round(params, state, batch)
     assert stats["nonfinite_updates"] == agent.config.update_epochs * agent.config.num_minibatches
@@ -310,7 +310,7 @@ def test_adapt_continues_the_inner_loop_and_leaves_its_input_unchanged() -> None
         assert second.params is not None and again.params is not None
         assert torch.equal(second.params[k], again.params[k])
     # The same as two inner rounds of meta-training.
-    params = agent._theta_as_tasks(K)
+    params = agent.theta_as_tasks(K)
     state = agent.new_inner_state(params, 7)
     for batch in batches:
         params, _ = agent.inner_round(params, state, batch)
@@ -327,7 +327,7 @@ def test_the_linear_baseline_leaves_the_value_network_untrained() -> None:
     adapted = {}
     for baseline in ("value", "linear"):
         agent = make_agent(baseline=baseline)
-        params = agent._theta_as_tasks(K)
+        params = agent.theta_as_tasks(K)
         state = agent.new_inner_state(params, 7)
         params, _ = agent.inner_round(params, state, batch)
         pol, val = agent.split_params(params)
