@@ -199,6 +199,8 @@ def _check_run_args(run: RunArgs, iterations: int) -> None:
         raise ValueError(f"num_workers must be at least 1, got {run.num_workers}")
     if run.torch_threads < 1:
         raise ValueError(f"torch_threads must be at least 1, got {run.torch_threads}")
+    if isinstance(run.seed, bool) or not isinstance(run.seed, int) or not 0 <= run.seed < 2**64:
+        raise ValueError(f"seed must be an int in [0, 2**64), got {run.seed!r}")
 
 
 # What --resume may change (applied from the checkpoint on; config.json records the step

@@ -102,3 +102,15 @@ def test_the_edges_of_what_is_allowed_run(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     kept = sorted(p.name for p in (other / "checkpoints").iterdir())
     assert kept == ["iter_000004.pt", "iter_000008.pt", "iter_000009.pt", "latest.pt"]
+
+
+def test_a_bad_seed_from_python_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
+    from metarl.agents import MAMLTRPO
+    from metarl.train import RunArgs, train
+
+    config = MAMLTRPO.preset("quick", "Point2DNav")
+    for seed in (-1, 2**64, 1.5):
+        run = RunArgs(env="Point2DNav", seed=seed, run_dir=tmp_path / "run", progress=False)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\)"):
+            train("maml-trpo", run, config)
+        assert not (tmp_path / "run").exists()
