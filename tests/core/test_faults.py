@@ -445,43 +445,6 @@ def test_nan_weights_in_a_checkpoint_are_refused_on_resume(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_batch_resumes_bit_identically(tmp_path):
-    marker = tmp_path / "kill-once"
-    marker.touch()
-
-    def sampler(die_at: int = 10**9) -> FamilyTaskSampler:
-        return FamilyTaskSampler(DyingPoint2D(str(marker), die_at, horizon=H))
-
-    args = dict(env="DyingPoint2DTest", horizon=H, progress=False, checkpoint_every=10)
-    config = replace(TINY, iterations=4)
-    straight = train(
-        "maml-trpo", RunArgs(run_dir=tmp_path / "a", **args), config, task_sampler=sampler()
-    )
-    # Each iteration steps every worker 2 batches x H steps: die in the 3rd iteration.
-    broken = tmp_path / "b"
-    with pytest.raises(TrainingError) as info:
-        train(
-            "maml-trpo",
-            RunArgs(run_dir=broken, backend="processes", num_workers=2, **args),
-            config,
-            task_sampler=sampler(die_at=2 * 2 * H + 3),
-        )
-    message = str(info.value)
-    assert "\n" not in message
-    assert "iteration 3 failed: worker" in message and "died" in message
-    assert f"keeps iteration 2; continue with --resume {broken}" in message
-    assert not marker.exists()
-    assert load_checkpoint(latest_checkpoint(broken))["iteration"] == 2
-    train(
-        "maml-trpo",
-        RunArgs(resume=broken, backend="processes", num_workers=2, **args),
-        config,
-        task_sampler=sampler(),
-    )
-    assert_same_run(straight, broken)
-
-
 @pytest.fixture
 def local_ray() -> Any:
     """Ray, not yet started: the test's RaySampler starts a local instance (on 127.0.0.1),
@@ -494,9 +457,13 @@ def local_ray() -> Any:
 
 
 @pytest.mark.slow
-def test_a_ray_actor_killed_mid_batch_resumes_bit_identically(tmp_path, local_ray):
-    # Ray sends the family to its actors with its own cloudpickle: by value, as for processes.
-    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_a_worker_killed_mid_batch_resumes_bit_identically(tmp_path, backend, request):
+    if backend == "ray":
+        # Ray sends the family to its actors with its own cloudpickle: by value, as processes do.
+        request.getfixturevalue("local_ray").cloudpickle.register_pickle_by_value(
+            sys.modules[__name__]
+        )
     marker = tmp_path / "kill-once"
     marker.touch()
 
@@ -508,28 +475,31 @@ def test_a_ray_actor_killed_mid_batch_resumes_bit_identically(tmp_path, local_ra
     straight = train(
         "maml-trpo", RunArgs(run_dir=tmp_path / "a", **args), config, task_sampler=sampler()
     )
-    # 2 actors on a local Ray; the first to reach its 3rd iteration's 4th step SIGKILLs its
-    # own process (the marker: only one of them, as in the processes test).
+    # Each iteration steps every worker 2 batches x H steps: the first worker to reach its 3rd
+    # iteration's 4th step SIGKILLs its own process (the marker: only one of the two does).
     broken = tmp_path / "b"
     with pytest.raises(TrainingError) as info:
         train(
             "maml-trpo",
-            RunArgs(run_dir=broken, backend="ray", num_workers=2, **args),
+            RunArgs(run_dir=broken, backend=backend, num_workers=2, **args),
             config,
             task_sampler=sampler(die_at=2 * 2 * H + 3),
         )
     message = str(info.value)
     assert "\n" not in message
-    assert re.search(
-        r"iteration 3 failed: Ray actor [01] \(pid \d+ on .*\) died during sampling", message
-    )
+    if backend == "ray":
+        assert re.search(
+            r"iteration 3 failed: Ray actor [01] \(pid \d+ on .*\) died during sampling", message
+        )
+    else:
+        assert "iteration 3 failed: worker" in message and "died" in message
     assert f"keeps iteration 2; continue with --resume {broken}" in message
     assert not marker.exists()
     assert load_checkpoint(latest_checkpoint(broken))["iteration"] == 2
     assert [r["iteration"] for r in rows(broken)] == ["0", "1"]
     train(
         "maml-trpo",
-        RunArgs(resume=broken, backend="ray", num_workers=2, **args),
+        RunArgs(resume=broken, backend=backend, num_workers=2, **args),
         config,
         task_sampler=sampler(),
     )
