@@ -16,7 +16,6 @@ the defaults and flags override single fields.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import inspect
 import json
@@ -24,7 +23,7 @@ import os
 import re
 import sys
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -505,23 +504,11 @@ def _earlier_eval(path: Path, iteration: int) -> str:
 def _eval(argv: Sequence[str]) -> int:
     check_flags(argv)
     args = _eval_parser().parse_args(list(argv))
-    with _torch_threads(args.torch_threads):
+    check_torch_threads(args.torch_threads)
+    from metarl.train import torch_threads
+
+    with torch_threads(args.torch_threads):
         return _eval_with(args)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's CPU threads set to ``n`` for the block (eval and render, as train's
-    ``--torch-threads``: the SB3 baseline and the meta-test otherwise take every core)."""
-    check_torch_threads(n)
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _eval_with(args: argparse.Namespace) -> int:
@@ -670,6 +657,7 @@ def _render(argv: Sequence[str]) -> int:
     check_flags(argv)
     args = _render_parser().parse_args(list(argv))
     check_torch_threads(args.torch_threads)
+    from metarl.train import torch_threads
     from metarl.video import RenderError, render_adaptation, select_gl_backend
 
     try:
@@ -689,7 +677,7 @@ def _render(argv: Sequence[str]) -> int:
             raise UsageError(f"--task is not valid JSON ({exc}): {args.task!r}") from exc
     run = load_run(args.run, checkpoint=args.checkpoint)
     try:
-        with _torch_threads(args.torch_threads):
+        with torch_threads(args.torch_threads):
             path = render_adaptation(
                 run,
                 task=task,

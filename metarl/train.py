@@ -363,15 +363,27 @@ def train(
     if run.track:
         require_wandb("or leave out --track" if run.resume is None else "or resume with --no-track")
     source, described = _task_source(run, task_sampler)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(run.torch_threads)
     sigterm = _SigtermHandler()
     sigterm.install()
     try:
-        return _train(algo, run, config, iterations, agent_cls, source, described, changes, sigterm)
+        with torch_threads(run.torch_threads):
+            return _train(
+                algo, run, config, iterations, agent_cls, source, described, changes, sigterm
+            )
     finally:
         sigterm.restore()
-        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` for the block, then put back (train, eval and render:
+    on a shared machine torch's default threads spin and slow every process down)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train(
