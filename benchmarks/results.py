@@ -99,9 +99,10 @@ PARAMS_BUDGET = 6_000_000
 """HalfCheetahParams' (no published number): the same for every agent, about ten minutes of a
 core per seed."""
 ML1_BUDGET = 3_600_000
-"""Meta-World ML1's: about an hour of one core (one reach-v3 step is about a millisecond with
-the policy); the published ML1 runs sample tens of millions of steps. Run these cells from the
-Meta-World environment: ``.venv-mujoco33/bin/python benchmarks/results.py run ...``."""
+"""Meta-World ML1's: about an hour of one core (MAML-TRPO's seed 0 took 66 min, about 900 env
+steps/s with its optimization); the published ML1 runs sample tens of millions of steps. Run
+these cells from the Meta-World environment:
+``.venv-mujoco33/bin/python benchmarks/results.py run ...``."""
 ML1_PROTOCOL = {"num_tasks": 20, "num_steps": 2, "episodes_per_step": 10, "seeds": (0,)}
 """Meta-World's meta-test at a budget that fits beside training (300k env steps): 20 of the 50
 held-out goals, 10 episodes (RL^2: trials) per step, one sampling seed."""

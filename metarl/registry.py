@@ -127,7 +127,9 @@ def family_class(name: str) -> type[TaskFamily]:
         cls = _resolve(_families, prefix)
         if hasattr(cls, "from_name"):
             return cls
-    raise ValueError(f"unknown task family {name!r}; {_family_listing()}." + _suggest(name))
+    raise ValueError(
+        f"unknown task family {name!r}; {_family_listing()}." + close_matches(name, [*_families])
+    )
 
 
 def make_family(name: str, **kwargs: Any) -> TaskFamily:
@@ -150,10 +152,6 @@ def _pattern(name: str) -> str:
 
 def _family_listing() -> str:
     return "families are " + ", ".join(_pattern(n) for n in _families)
-
-
-def _suggest(name: str) -> str:
-    return close_matches(name, list(_families))
 
 
 # -- agents ----------------------------------------------------------------------------------
