@@ -235,6 +235,31 @@ CELLS: dict[str, Cell] = {
             "the budget; the meta-test's steps are episodes 1-3 of a trial",
         ),
         Cell(
+            "ml1-push-maml-trpo",
+            "maml-trpo",
+            "ML1-push-v3",
+            None,
+            "default",
+            budget=ML1_BUDGET,
+            flags=("--meta-batch-size", "10", "--episodes-per-task", "10"),
+            eval_overrides=dict(ML1_PROTOCOL),
+            group="ML1-push-v3 (Meta-World, H = 500), 3.6M env steps",
+            note="as ml1-reach-maml-trpo: meta-batch 10 x 10 episodes (36 iterations); "
+            "meta-tested on 20 held-out tasks, success rate beside the return",
+        ),
+        Cell(
+            "ml1-push-rl2-ppo",
+            "rl2-ppo",
+            "ML1-push-v3",
+            None,
+            "default",
+            budget=ML1_BUDGET,
+            eval_overrides=dict(ML1_PROTOCOL),
+            group="ML1-push-v3 (Meta-World, H = 500), 3.6M env steps",
+            note="as ml1-reach-rl2-ppo: garage's RL^2-PPO settings, iterations set by the "
+            "budget; the meta-test's steps are episodes 1-3 of a trial",
+        ),
+        Cell(
             "ant-dir-maml-trpo",
             "maml-trpo",
             "AntDir",
