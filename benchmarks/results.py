@@ -152,7 +152,6 @@ CELLS: dict[str, Cell] = {
             "maml-rllab",
             "default",
             budget=POINT_BUDGET,
-            flags=("--cell", "gru"),
             group="Point2DNav (maml-rllab, H = 100), 8M env steps",
             note="garage's RL^2-PPO settings (4 episodes per trial), iterations set by the "
             "budget; the meta-test's steps are episodes 1-4 of a trial",
@@ -248,7 +247,6 @@ CELLS: dict[str, Cell] = {
             "pearl",
             "default",
             budget=PARAMS_BUDGET,
-            flags=("--cell", "gru"),
             group="HalfCheetahParams (pearl, H = 200), 6M env steps",
             note="garage's settings, iterations set by the budget",
         ),

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metarl.cli import given_settings, parse_train_args
+from metarl.launch import launch
 from metarl.registry import agent_classes
 from metarl.runs import RunError, TrainingError, one_line
 from metarl.sampling import DivergedError, WorkerError
-from metarl.train import RunArgs, train
+from metarl.train import RunArgs
 
 
 def parse(
@@ -60,7 +61,7 @@ def main(family: str, doc: str, argv: Sequence[str] | None = None) -> int:
         algo, run, config, iterations = parse(family, doc, argv)
         # The script fixes the family: a resumed run must be of it.
         given = given_settings(argv) | {"env"}
-        run_dir = train(algo, run, config, iterations=iterations, given=given)
+        run_dir = launch(algo, run, config, iterations=iterations, given=given)
     except (RunError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, TrainingError) else 2

@@ -115,6 +115,8 @@ class MetaAgent(ABC):
     """Whether the agent adapts in a recurrent state within a trial (RL^2): its meta-test
     plays one trial per task, step ``s`` being episode ``s + 1``."""
     policy: nn.Module
+    config: Any
+    """The agent's hyperparameters: an instance of :attr:`config_cls`."""
 
     def __init__(
         self,

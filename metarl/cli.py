@@ -362,8 +362,8 @@ def given_settings(argv: Sequence[str]) -> set[str]:
 
 
 def _train(argv: Sequence[str]) -> int:
+    from metarl.launch import launch
     from metarl.registry import agent_classes
-    from metarl.train import train
 
     if argv and argv[0] in ("-h", "--help"):
         return _train_help("metarl train ALGO")
@@ -379,7 +379,7 @@ def _train(argv: Sequence[str]) -> int:
         prog=f"metarl train {algo}",
         description=f"Meta-train {algo}: run settings, then the agent's hyperparameters.",
     )
-    run_dir = train(algo, run, config, iterations=iterations, given=given_settings(argv[1:]))
+    run_dir = launch(algo, run, config, iterations=iterations, given=given_settings(argv[1:]))
     print(f"run folder: {run_dir}")
     return 0
 

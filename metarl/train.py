@@ -1,9 +1,11 @@
 """The meta-training loop shared by every agent: run folder, logs, checkpoints, exact resume.
 
-``train(algo, run, config)`` is what ``metarl train ALGO ...`` and the scripts in
-``experiments/`` call. A run resumed with ``--resume RUN_DIR`` at iteration k ends bit-identical
-to one that never stopped: the checkpoint holds the agent's state and every random state, and
-the sampler holds none of its own (its seeds come from the run's generator).
+``train(agent, tasks, run)`` takes objects: a :class:`~metarl.agent.MetaAgent`, the task family
+or task sampler it meta-trains on, and the run's settings (:class:`RunArgs`). Names become
+objects in one place, :mod:`metarl.launch`, which ``metarl train ALGO ...``, the scripts in
+``experiments/`` and the results suite call. A run resumed at iteration k ends bit-identical to
+one that never stopped: the checkpoint holds the agent's state and every random state, and the
+sampler holds none of its own (its seeds come from the run's generator).
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from metarl.agent import MetaAgent, config_from_dict, renamed_config
+from metarl.family import FamilyTaskSampler, TaskFamily
 from metarl.progress import progress_bar
-from metarl.registry import agent_class
 from metarl.runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -50,17 +52,13 @@ from metarl.runs import (
     record_resume,
     remove_stale_temporaries,
     require_wandb,
-    resolve_device,
     restore_rng_state,
     save_checkpoint,
     to_jsonable,
 )
-from metarl.tasks import TaskSampler, load_task_sampler
+from metarl.tasks import TaskSampler
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["RunArgs", "Terminated", "TrainingError", "build_agent", "train"]
+__all__ = ["RunArgs", "Terminated", "TrainingError", "check_run_args", "resume_settings", "train"]
 
 
 class Terminated(SystemExit):
@@ -186,11 +184,8 @@ class RunArgs:
     """Weights & Biases team or user of a tracked run; None: the account's default."""
 
 
-def build_agent(algo: str, config: Any, family: Any, device: torch.device) -> MetaAgent:
-    return agent_class(algo)(config, family.observation_space, family.action_space, device)
-
-
-def _check_run_args(run: RunArgs, iterations: int) -> None:
+def check_run_args(run: RunArgs, iterations: int) -> None:
+    """Raise ValueError (one line) for run settings no run can have."""
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     if run.checkpoint_every < 1 or run.keep_every < 1:
@@ -227,11 +222,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _resolve_resume(
+def resume_settings(
     algo: str, run: RunArgs, config: Any, given: Collection[str]
-) -> tuple[RunArgs, Any, dict[str, Any]]:
-    """Check a --resume folder against the settings ``given`` explicitly; returns the run
-    settings and config to continue with, and the step sizes changed ``{name: (old, new)}``.
+) -> tuple[RunArgs, Any]:
+    """Check a --resume folder against the settings ``given`` explicitly (the command line's
+    flags); returns the run settings and config to continue with.
 
     Raises:
         RunError: another algorithm or family, or a given setting that differs from the
@@ -285,32 +280,77 @@ def _resolve_resume(
     resumed = RunArgs(**{**values, "run_dir": Path(run.resume), "resume": Path(run.resume)})
     if changes:
         saved_config = replace(saved_config, **{k: new for k, (_, new) in changes.items()})
-    return resumed, saved_config, changes
+    return resumed, saved_config
 
 
-def _task_source(run: RunArgs, task_sampler: TaskSampler | None) -> tuple[Any, dict[str, Any]]:
-    """The task sampler to train on and how the run folder describes it."""
-    from metarl.family import FamilyTaskSampler
-    from metarl.registry import make_family
+def _resumed(run: RunArgs) -> RunArgs:
+    """The settings a resumed run continues with: its own, but for how this process executes
+    it (:data:`RESUME_RUN_SETTINGS`, taken from ``run``)."""
+    assert run.resume is not None
+    saved_run = read_run_config(run.resume).get("run", {})
+    kept = set(RunArgs.__dataclass_fields__) - {"run_dir", "resume", *RESUME_RUN_SETTINGS}
+    values = {k: v for k, v in saved_run.items() if k in kept}
+    values |= {k: getattr(run, k) for k in RESUME_RUN_SETTINGS}
+    return RunArgs(**values, run_dir=Path(run.resume), resume=Path(run.resume))
 
-    if task_sampler is None:
-        family = make_family(run.env, variant=run.variant, horizon=run.horizon)
-        described = {"name": family.name, "variant": family.variant, "horizon": family.horizon}
-        return FamilyTaskSampler(family), described
-    if not isinstance(task_sampler, TaskSampler):
+
+def _resume_changes(agent: MetaAgent, run_dir: Path) -> dict[str, Any]:
+    """The settings in which ``agent``'s config differs from the run's ``{name: (old, new)}``:
+    step sizes (:data:`STEP_SIZES`) and the iteration count may change on resume.
+
+    Raises:
+        RunError: a run of another agent, or another setting that differs.
+    """
+    saved = read_run_config(run_dir)
+    if saved.get("algo") != agent.name:
+        raise RunError(f"{run_dir} was made by {saved.get('algo')!r}, not {agent.name!r}")
+    latest_checkpoint(run_dir)
+    theirs = config_from_dict(type(agent.config), saved["config"])
+    changes: dict[str, Any] = {}
+    for f in sorted(fields(agent.config), key=lambda f: (f.name == "iterations", f.name)):
+        old, new = to_jsonable(getattr(theirs, f.name)), to_jsonable(getattr(agent.config, f.name))
+        if old == new:
+            continue
+        if f.name not in (*STEP_SIZES, "iterations"):
+            raise RunError(
+                f"the agent's {f.name}={new!r} differs from the run's {old!r}: a resumed run "
+                f"keeps its settings but for {', '.join((*STEP_SIZES, 'iterations'))}"
+            )
+        changes[f.name] = (old, new)
+    return changes
+
+
+def _task_source(run: RunArgs, tasks: Any) -> tuple[Any, RunArgs, dict[str, Any]]:
+    """The task sampler to train on, the run settings that name it, and how the run folder
+    describes it."""
+    if isinstance(tasks, TaskFamily):
+        for key, theirs in (("variant", tasks.variant), ("horizon", tasks.horizon)):
+            ours = getattr(run, key)
+            if ours is not None and ours != theirs:
+                raise ValueError(f"RunArgs.{key} is {ours!r} but the family's is {theirs!r}")
+        _check_name(run, tasks.name)
+        run = replace(run, env=tasks.name, variant=tasks.variant, horizon=tasks.horizon)
+        described = {"name": tasks.name, "variant": tasks.variant, "horizon": tasks.horizon}
+        return FamilyTaskSampler(tasks), run, described
+    if not isinstance(tasks, TaskSampler):
         raise TypeError(
-            "task_sampler must have sample(n, rng) and make_env(task) (metarl.tasks.TaskSampler), "
-            f"got {type(task_sampler).__name__}"
+            "tasks must be a task family (metarl.registry.make_family(name)) or a task sampler "
+            "with sample(n, rng) and make_env(task) (metarl.tasks.TaskSampler), got "
+            f"{type(tasks).__module__}.{type(tasks).__qualname__}"
         )
-    name = sampler_name(task_sampler)
-    if run.env != name:
-        raise ValueError(
-            f"with a custom task sampler, RunArgs.env names it: pass env={name!r} (got {run.env!r})"
-        )
+    name = sampler_name(tasks)
+    _check_name(run, name)
+    run = replace(run, env=name)
     described = {"name": name, "custom": True, "horizon": run.horizon}
     if run.tasks is not None:
         described["tasks"] = run.tasks
-    return task_sampler, described
+    return tasks, run, described
+
+
+def _check_name(run: RunArgs, name: str) -> None:
+    if run.env not in (RunArgs.env, name):
+        where = f"{run.resume} trains" if run.resume is not None else "RunArgs.env is"
+        raise RunError(f"{where} {run.env!r}, but the tasks are {name!r}")
 
 
 def sampler_name(task_sampler: Any) -> str:
@@ -318,58 +358,47 @@ def sampler_name(task_sampler: Any) -> str:
     return str(getattr(task_sampler, "name", None) or type(task_sampler).__name__)
 
 
-def train(
-    algo: str,
-    run: RunArgs,
-    config: Any,
-    iterations: int | None = None,
-    task_sampler: TaskSampler | None = None,
-    given: Collection[str] = (),
-) -> Path:
-    """Meta-train ``algo`` with ``config`` as ``run`` says; returns the run folder.
+def train(agent: MetaAgent, tasks: TaskFamily | TaskSampler, run: RunArgs | None = None) -> Path:
+    """Meta-train ``agent`` on ``tasks`` for ``agent.config.iterations`` iterations (the total
+    to reach) as ``run`` says; returns the run folder.
 
-    ``iterations`` overrides ``config.iterations`` (the total to reach); with ``run.resume`` the
-    saved config is used and ``iterations`` may extend it.
+    ``tasks`` is a task family (:func:`metarl.registry.make_family`) or any task sampler
+    (:class:`~metarl.tasks.TaskSampler`, e.g. a :class:`~metarl.tasks.GymKwargsTaskSampler`),
+    whose ``run.horizon`` is its episode length unless its env has ``max_episode_steps``.
+    Build the agent right after seeding torch with ``run.seed``
+    (:func:`metarl.launch.make_agent` does) for its initialization to be the run's.
 
-    ``task_sampler`` trains on any :class:`~metarl.tasks.TaskSampler` (e.g. a
-    :class:`~metarl.tasks.GymKwargsTaskSampler`) instead of the built-in family ``run.env``;
-    ``run.env`` must then be the sampler's ``name``, ``run.horizon`` its episode length (unless
-    its env has ``max_episode_steps``), and a resumed run passes the same sampler again.
-
-    ``given`` names the settings the user gave explicitly (the command line's flags). On
-    resume each is checked against the run: the family always; how the run executes
-    (``backend``, ``num_workers``, ``device``, ``torch_threads``, ``checkpoint_every``,
-    ``keep_every``, ``progress``) and the step sizes (:data:`STEP_SIZES`) apply from the
-    checkpoint on, and ``config.json`` records a change of step size or iteration count; any
-    other setting that differs from the run's is refused, never dropped.
+    With ``run.resume`` the run continues from its latest checkpoint with its own settings, but
+    for how it executes (``backend``, ``num_workers``, ``device``, ``torch_threads``,
+    ``checkpoint_every``, ``keep_every``, ``progress``, tracking, taken from ``run``): the agent
+    must be of the run's kind and config, but for its step sizes (:data:`STEP_SIZES`) and
+    iteration count, whose change ``config.json`` records; the tasks must be the run's.
 
     Raises:
-        ValueError: unknown algorithm or family, impossible settings, or a ``--resume`` folder
-            that is not a run of this algorithm and family — all before any work.
+        ValueError: impossible settings; RunError: a resume folder that is not a run of this
+            agent and these tasks, or a config that differs from it — all before any work.
     """
-    agent_cls = agent_class(algo)
+    run = RunArgs() if run is None else run
+    if not isinstance(agent, MetaAgent):
+        raise TypeError(
+            f"agent must be a metarl.agent.MetaAgent (metarl.launch.make_agent builds one by "
+            f"name), got {type(agent).__module__}.{type(agent).__qualname__}"
+        )
+    iterations = int(agent.config.iterations)
     changes: dict[str, Any] = {}
     if run.resume is not None:
-        run, config, changes = _resolve_resume(algo, run, config, set(given))
-    if run.tasks is not None and task_sampler is None:
-        task_sampler = load_task_sampler(run.tasks)
-        if run.env == RunArgs.env:
-            run = replace(run, env=sampler_name(task_sampler))
-    if iterations is not None and iterations != config.iterations:
-        changes["iterations"] = (config.iterations, int(iterations))
-        config = replace(config, iterations=int(iterations))
-    iterations = int(config.iterations)
-    _check_run_args(run, iterations)
+        resume = Path(run.resume)
+        run = _resumed(run)
+        changes = _resume_changes(agent, resume)
+    check_run_args(run, iterations)
     if run.track:
         require_wandb("or leave out --track" if run.resume is None else "or resume with --no-track")
-    source, described = _task_source(run, task_sampler)
+    source, run, described = _task_source(run, tasks)
     sigterm = _SigtermHandler()
     sigterm.install()
     try:
         with torch_threads(run.torch_threads):
-            return _train(
-                algo, run, config, iterations, agent_cls, source, described, changes, sigterm
-            )
+            return _train(agent, run, iterations, source, described, changes, sigterm)
     finally:
         sigterm.restore()
 
@@ -387,23 +416,17 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def _train(
-    algo: str,
+    agent: MetaAgent,
     run: RunArgs,
-    config: Any,
     iterations: int,
-    agent_cls: type[MetaAgent],
     source: Any,
     described: dict[str, Any],
     changes: Mapping[str, Any],
     sigterm: _SigtermHandler,
 ) -> Path:
     from metarl.sampling import make_sampler
-    from metarl.sampling.rollout import env_spaces
 
-    observation_space, action_space = env_spaces(source)
-    device = resolve_device(run.device)
-    torch.manual_seed(run.seed)  # the policy's initialization
-    agent = agent_cls(config, observation_space, action_space, device)
+    algo, config, device = agent.name, agent.config, agent.device
     # Built before the run folder: a sampler that cannot start leaves nothing behind.
     try:
         sampler = make_sampler(source, agent.policy, run.backend, run.num_workers, run.horizon)

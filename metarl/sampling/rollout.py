@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from metarl.family import BatchStep, TaskFamily
+from metarl.mujoco_messages import route_mujoco_warnings
 from metarl.sampling.batch import (
     _TIME_FIELDS,
     NONFINITE_ACTIONS,
@@ -278,6 +279,7 @@ def env_spaces(source: EnvSource) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     obs_space = getattr(source, "observation_space", None)
     act_space = getattr(source, "action_space", None)
     if (obs_space is None or act_space is None) and not isinstance(source, TaskFamily):
+        route_mujoco_warnings()  # a user's sampler may build MuJoCo envs of its own
         probe = source.make_env(None)
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
@@ -305,6 +307,7 @@ class RolloutWorker:
     def __init__(
         self, source: EnvSource, policy: nn.Module, horizon: int, fast_path: bool = True
     ) -> None:
+        route_mujoco_warnings()  # a user's sampler may build MuJoCo envs of its own
         self.source = source
         self.pooled = not isinstance(source, TaskFamily) or bool(getattr(source, "gym_envs", False))
         max_envs = getattr(source, "max_envs", None)

@@ -16,8 +16,9 @@ import torch
 
 from metarl.agents import MAMLTRPO, MAMLTRPOConfig
 from metarl.cli import main
+from metarl.launch import launch
 from metarl.runs import latest_checkpoint, load_checkpoint
-from metarl.train import RunArgs, train
+from metarl.train import RunArgs
 
 TINY = MAMLTRPOConfig(iterations=4, meta_batch_size=4, episodes_per_task=3, hidden_sizes=(16,))
 
@@ -38,7 +39,7 @@ def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_learns_to_adapt_on_point2d(tmp_path: Path) -> None:
     config = replace(MAMLTRPO.preset("quick", "Point2DNav"), iterations=25)
-    run = train(
+    run = launch(
         "maml-trpo",
         RunArgs(env="Point2DNav", seed=1, run_dir=tmp_path / "run", progress=False),
         config,
@@ -56,14 +57,14 @@ def test_learns_to_adapt_on_point2d(tmp_path: Path) -> None:
 
 
 def test_resume_is_bit_identical(tmp_path: Path) -> None:
-    straight = train(
+    straight = launch(
         "maml-trpo",
         RunArgs(
             env="Point2DNav", seed=3, run_dir=tmp_path / "a", progress=False, checkpoint_every=1
         ),
         TINY,
     )
-    half = train(
+    half = launch(
         "maml-trpo",
         RunArgs(
             env="Point2DNav", seed=3, run_dir=tmp_path / "b", progress=False, checkpoint_every=1
@@ -72,7 +73,7 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
         iterations=2,
     )
     assert load_checkpoint(latest_checkpoint(half))["iteration"] == 2
-    resumed = train(
+    resumed = launch(
         "maml-trpo", RunArgs(env="Point2DNav", resume=half, progress=False), TINY, iterations=4
     )
     assert resumed == half
@@ -179,17 +180,17 @@ def test_cli_errors_come_before_any_work(
 
 
 def test_resume_refuses_another_family(tmp_path: Path) -> None:
-    run = train(
+    run = launch(
         "maml-trpo",
         RunArgs(env="Point2DNav", run_dir=tmp_path / "run", progress=False),
         replace(TINY, iterations=1),
     )
     with pytest.raises(ValueError, match="trains 'Point2DNav', not 'HalfCheetahDir'"):
-        train("maml-trpo", RunArgs(env="HalfCheetahDir", resume=run, progress=False), TINY)
+        launch("maml-trpo", RunArgs(env="HalfCheetahDir", resume=run, progress=False), TINY)
 
 
 def test_run_folder_contents(tmp_path: Path) -> None:
-    run = train(
+    run = launch(
         "maml-trpo",
         RunArgs(env="Point2DNav", run_dir=tmp_path / "run", progress=False),
         replace(TINY, iterations=2),
@@ -215,7 +216,7 @@ def test_run_folder_contents(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_trains_on_cuda(tmp_path: Path) -> None:
-    run = train(
+    run = launch(
         "maml-trpo",
         RunArgs(env="HalfCheetahVel", device="cuda", progress=False, run_dir=tmp_path / "run"),
         replace(TINY, iterations=2),
@@ -229,7 +230,7 @@ def test_trains_on_a_custom_gymnasium_task_sampler(tmp_path: Path) -> None:
     from metarl.tasks import GymKwargsTaskSampler, Uniform
 
     sampler = GymKwargsTaskSampler("HalfCheetah-v5", {"ctrl_cost_weight": Uniform(0.05, 0.2)})
-    run = train(
+    run = launch(
         "maml-trpo",
         RunArgs(env="HalfCheetah-v5", horizon=20, run_dir=tmp_path / "run", progress=False),
         replace(TINY, iterations=2, meta_batch_size=2, episodes_per_task=2),
@@ -241,7 +242,7 @@ def test_trains_on_a_custom_gymnasium_task_sampler(tmp_path: Path) -> None:
     config = json.loads((run / "config.json").read_text())
     assert config["family"] == {"name": "HalfCheetah-v5", "custom": True, "horizon": 20}
     with pytest.raises(ValueError, match=r"RunArgs\.env names it"):
-        train(
+        launch(
             "maml-trpo",
             RunArgs(env="Point2DNav", run_dir=tmp_path / "other", progress=False),
             TINY,
@@ -277,7 +278,7 @@ def test_two_inner_steps_train_within_the_trust_region(tmp_path: Path, first_ord
     # The second inner step starts from constants (the first step's adapted parameters).
     config = replace(TINY, iterations=3, num_adapt_steps=2, first_order=first_order)
     run_dir = tmp_path / "run"
-    train("maml-trpo", RunArgs(env="Point2DNav", seed=0, run_dir=run_dir, progress=False), config)
+    launch("maml-trpo", RunArgs(env="Point2DNav", seed=0, run_dir=run_dir, progress=False), config)
     table = rows(run_dir)
     assert len(table) == 3
     assert all(float(r["trpo/kl"]) <= config.max_kl * 1.0001 for r in table)
@@ -322,7 +323,7 @@ def test_a_run_saved_with_the_removed_curvature_subsample_loads_at_its_old_defau
     they resume and evaluate; any other value is refused in one line."""
     from metarl.evaluation import load_run
 
-    run = train(
+    run = launch(
         "maml-trpo",
         RunArgs(env="Point2DNav", seed=3, run_dir=tmp_path / "run", progress=False),
         replace(TINY, iterations=1),

@@ -16,11 +16,12 @@ from metarl.agents import AGENTS, RL2PPO, RL2PPOConfig
 from metarl.agents.rl2_ppo import TrialState
 from metarl.cli import main
 from metarl.envs import FamilyTaskSampler, make_family
+from metarl.launch import launch
 from metarl.policies import GaussianMLPPolicy, RecurrentGaussianPolicy, gaussian_log_prob
 from metarl.ppo import minibatch_indices
 from metarl.runs import latest_checkpoint, load_checkpoint
 from metarl.sampling import EpisodeBatch, InlineSampler, recurrent_inputs
-from metarl.train import RunArgs, train
+from metarl.train import RunArgs
 
 H = 12  # a short Point2DNav horizon keeps the sampler tests fast
 TINY = RL2PPOConfig(
@@ -262,9 +263,9 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
             **kw,
         )  # type: ignore[arg-type]
 
-    straight = train("rl2-ppo", run("a"), TINY)
-    half = train("rl2-ppo", run("b"), TINY, iterations=2)
-    resumed = train(
+    straight = launch("rl2-ppo", run("a"), TINY)
+    half = launch("rl2-ppo", run("b"), TINY, iterations=2)
+    resumed = launch(
         "rl2-ppo", RunArgs(env="Point2DNav", resume=half, progress=False), TINY, iterations=4
     )
     assert resumed == half
@@ -292,7 +293,7 @@ def test_second_episode_beats_the_first_on_point2d(tmp_path: Path) -> None:
 
 def _second_episode_beats_the_first(tmp_path: Path) -> None:
     config = RL2PPO.preset("quick", "Point2DNav")
-    run_dir = train(
+    run_dir = launch(
         "rl2-ppo",
         RunArgs(env="Point2DNav", horizon=20, seed=0, run_dir=tmp_path / "run", progress=False),
         config,

@@ -106,11 +106,12 @@ def test_the_edges_of_what_is_allowed_run(tmp_path, capsys):
 
 def test_a_bad_seed_from_python_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
     from metarl.agents import MAMLTRPO
-    from metarl.train import RunArgs, train
+    from metarl.launch import launch
+    from metarl.train import RunArgs
 
     config = MAMLTRPO.preset("quick", "Point2DNav")
     for seed in (-1, 2**64, 1.5):
         run = RunArgs(env="Point2DNav", seed=seed, run_dir=tmp_path / "run", progress=False)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\)"):
-            train("maml-trpo", run, config)
+            launch("maml-trpo", run, config)
         assert not (tmp_path / "run").exists()

@@ -13,7 +13,8 @@ import torch
 
 import metarl
 from metarl.agents import MAMLTRPO, RL2PPO
-from metarl.train import RunArgs, train
+from metarl.launch import launch
+from metarl.train import RunArgs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     out = tmp_path_factory.mktemp("api") / "run"
     run = RunArgs(env="Point2DNav", variant="maml-rllab", run_dir=out, progress=False)
-    return train("maml-trpo", run, config)
+    return launch("maml-trpo", run, config)
 
 
 def readme_example() -> str:
@@ -79,7 +80,7 @@ def test_rl2_says_how_it_adapts(tmp_path: Path) -> None:
         iterations=1,
     )
     run = RunArgs(env="Point2DNav", horizon=5, run_dir=tmp_path / "rl2", progress=False)
-    model = metarl.load(train("rl2-ppo", run, config))
+    model = metarl.load(launch("rl2-ppo", run, config))
     assert model.algo == "rl2-ppo" and model.config.hidden_size == 8
     with pytest.raises(ValueError, match="recurrent state within a trial"):
         model.predict(np.zeros(model.family.observation_space.shape))

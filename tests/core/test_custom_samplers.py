@@ -17,10 +17,11 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from metarl.agents import MAMLTRPOConfig
 from metarl.cli import main
 from metarl.evaluation import load_run
+from metarl.launch import launch
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import InlineSampler
 from metarl.tasks import SetTaskEnvSampler, Task
-from metarl.train import RunArgs, train
+from metarl.train import RunArgs
 
 TASKS_MODULE = """
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
@@ -137,15 +138,15 @@ def test_a_run_that_fails_in_its_first_iteration_leaves_no_folder(
     broken = RunArgs(tasks=f"{tasks_module}:broken_sampler", horizon=5, run_dir=run_dir,
                      progress=False)  # fmt: skip
     with pytest.raises(RuntimeError, match="the simulator fell over"):
-        train("maml-trpo", broken, config)
+        launch("maml-trpo", broken, config)
     assert not run_dir.exists()
     # An empty folder given by the user is left, empty; the same command can run again.
     run_dir.mkdir()
     with pytest.raises(RuntimeError, match="the simulator fell over"):
-        train("maml-trpo", broken, config)
+        launch("maml-trpo", broken, config)
     assert run_dir.is_dir() and not any(run_dir.iterdir())
     good = RunArgs(tasks=f"{tasks_module}:make_sampler", horizon=5, run_dir=run_dir, progress=False)
-    assert train("maml-trpo", good, config) == run_dir
+    assert launch("maml-trpo", good, config) == run_dir
     assert (run_dir / "checkpoints" / "latest.pt").exists()
 
 

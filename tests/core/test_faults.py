@@ -33,6 +33,7 @@ from metarl.envs import FamilyTaskSampler, Point2DNav
 from metarl.envs.base import BatchStep
 from metarl.envs.point2d import Point2DBatch
 from metarl.evaluation import evaluate_run, load_run, make_protocol, write_eval
+from metarl.launch import launch
 from metarl.policies import GaussianMLPPolicy
 from metarl.runs import (
     RunError,
@@ -44,7 +45,7 @@ from metarl.runs import (
     save_checkpoint,
 )
 from metarl.sampling import DivergedError, InlineSampler
-from metarl.train import RunArgs, train
+from metarl.train import RunArgs
 
 H = 10
 TINY = MAMLTRPOConfig(
@@ -205,7 +206,7 @@ def test_a_nan_observation_from_the_env_marks_its_episode_diverged():
 
 
 def test_eval_reports_a_diverged_step_as_diverged(tmp_path, capsys):
-    run_dir = train("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
+    run_dir = launch("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
     run = load_run(run_dir)
     protocol = make_protocol(
         "quick",
@@ -364,7 +365,7 @@ def test_an_update_to_nan_is_never_saved(tmp_path, capsys):
 def test_resume_checks_every_setting_given_against_the_run(tmp_path, capsys):
     import json
 
-    run_dir = train("rl2-ppo", run_args(tmp_path / "run"), _rl2_tiny(), iterations=1)
+    run_dir = launch("rl2-ppo", run_args(tmp_path / "run"), _rl2_tiny(), iterations=1)
     before = (run_dir / "metrics.csv").read_text()
     resume = ["train", "rl2-ppo", "--resume", str(run_dir), "--iterations", "2"]
     for flag, value, theirs in (
@@ -406,7 +407,7 @@ def test_resume_checks_every_setting_given_against_the_run(tmp_path, capsys):
     assert config["resumes"] == [
         {"iteration": 1, "changed": {"iterations": [1, 2], "learning_rate": [0.001, 0.0005]}}
     ]
-    same = train("rl2-ppo", run_args(tmp_path / "same"), _rl2_tiny(), iterations=2)
+    same = launch("rl2-ppo", run_args(tmp_path / "same"), _rl2_tiny(), iterations=2)
     assert rows(same)[0] == rows(run_dir)[0] and rows(same)[1] != rows(run_dir)[1]
 
 
@@ -425,7 +426,7 @@ def _rl2_tiny() -> Any:
 
 
 def test_nan_weights_in_a_checkpoint_are_refused_on_resume(tmp_path, capsys):
-    run_dir = train(
+    run_dir = launch(
         "maml-trpo", run_args(tmp_path / "run", keep_every=1), replace(TINY, iterations=2)
     )
     path = latest_checkpoint(run_dir)
@@ -472,14 +473,14 @@ def test_a_worker_killed_mid_batch_resumes_bit_identically(tmp_path, backend, re
 
     args = dict(env="DyingPoint2DTest", horizon=H, progress=False, checkpoint_every=10)
     config = replace(TINY, iterations=4)
-    straight = train(
+    straight = launch(
         "maml-trpo", RunArgs(run_dir=tmp_path / "a", **args), config, task_sampler=sampler()
     )
     # Each iteration steps every worker 2 batches x H steps: the first worker to reach its 3rd
     # iteration's 4th step SIGKILLs its own process (the marker: only one of the two does).
     broken = tmp_path / "b"
     with pytest.raises(TrainingError) as info:
-        train(
+        launch(
             "maml-trpo",
             RunArgs(run_dir=broken, backend=backend, num_workers=2, **args),
             config,
@@ -497,7 +498,7 @@ def test_a_worker_killed_mid_batch_resumes_bit_identically(tmp_path, backend, re
     assert not marker.exists()
     assert load_checkpoint(latest_checkpoint(broken))["iteration"] == 2
     assert [r["iteration"] for r in rows(broken)] == ["0", "1"]
-    train(
+    launch(
         "maml-trpo",
         RunArgs(resume=broken, backend=backend, num_workers=2, **args),
         config,
@@ -624,7 +625,7 @@ def test_an_exception_mid_run_saves_the_last_completed_iteration(tmp_path):
             return super().sample(n, rng)
 
     args = dict(env="Point2DNav", horizon=H, progress=False, checkpoint_every=10)
-    straight = train(
+    straight = launch(
         "maml-trpo",
         RunArgs(run_dir=tmp_path / "a", **args),
         config,
@@ -637,14 +638,14 @@ def test_an_exception_mid_run_saves_the_last_completed_iteration(tmp_path):
         match=r"iteration 3 failed: MemoryError: injected .* "
         r"keeps iteration 2; continue with --resume",
     ):
-        train(
+        launch(
             "maml-trpo",
             RunArgs(run_dir=broken, **args),
             config,
             task_sampler=Failing(Point2DNav(horizon=H)),
         )
     marker.unlink()
-    train(
+    launch(
         "maml-trpo",
         RunArgs(resume=broken, **args),
         config,
@@ -726,7 +727,7 @@ def test_resume_on_a_read_only_file_system_is_one_line_naming_no_wrong_iteration
     if mounted.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:
-        run_dir = train("maml-trpo", run_args(disk / "run"), replace(TINY, iterations=2))
+        run_dir = launch("maml-trpo", run_args(disk / "run"), replace(TINY, iterations=2))
         before = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
         assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
         code, err = cli(capsys, "train", "maml-trpo", "--resume", str(run_dir), "--iterations", "3")
@@ -832,7 +833,7 @@ def test_a_kill_at_any_point_of_a_checkpoint_write_keeps_every_kept_one(tmp_path
 
 
 def test_keep_every_keeps_its_multiples_whatever_checkpoint_every_is(tmp_path):
-    run_dir = train(
+    run_dir = launch(
         "maml-trpo",
         run_args(tmp_path / "run", checkpoint_every=3, keep_every=2),
         replace(TINY, iterations=5),
@@ -842,10 +843,10 @@ def test_keep_every_keeps_its_multiples_whatever_checkpoint_every_is(tmp_path):
 
 
 def test_stale_temporary_files_are_removed_on_resume(tmp_path):
-    run_dir = train("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
+    run_dir = launch("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
     stale = run_dir / "checkpoints" / ".latest.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")
-    train(
+    launch(
         "maml-trpo", RunArgs(env="Point2DNav", resume=run_dir, progress=False), TINY, iterations=2
     )
     assert not stale.exists()
@@ -854,7 +855,7 @@ def test_stale_temporary_files_are_removed_on_resume(tmp_path):
 def test_files_get_the_umask_not_0600(tmp_path):
     old = os.umask(0o022)
     try:
-        run_dir = train("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
+        run_dir = launch("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
     finally:
         os.umask(old)
     for path in (run_dir / "config.json", run_dir / "metrics.csv", latest_checkpoint(run_dir)):
@@ -898,14 +899,16 @@ def test_flipped_bytes_in_a_checkpoint_are_never_used(tmp_path):
 
 def test_a_cut_metrics_file_is_repaired_on_resume_and_a_broken_one_refused(tmp_path, capsys):
     config = replace(TINY, iterations=4)
-    straight = train("maml-trpo", run_args(tmp_path / "a", checkpoint_every=1), config)
-    run_dir = train("maml-trpo", run_args(tmp_path / "b", checkpoint_every=1), config, iterations=2)
+    straight = launch("maml-trpo", run_args(tmp_path / "a", checkpoint_every=1), config)
+    run_dir = launch(
+        "maml-trpo", run_args(tmp_path / "b", checkpoint_every=1), config, iterations=2
+    )
     metrics = run_dir / "metrics.csv"
     good = metrics.read_text()
     # A row past the checkpoint and a row cut short by a crash: both dropped.
     lines = (tmp_path / "a" / "metrics.csv").read_text().splitlines(keepends=True)
     metrics.write_text(good + lines[3] + lines[4][:25])
-    train(
+    launch(
         "maml-trpo", RunArgs(env="Point2DNav", resume=run_dir, progress=False), config, iterations=4
     )
     assert_same_run(straight, run_dir)
@@ -929,7 +932,7 @@ def test_a_cut_metrics_file_is_repaired_on_resume_and_a_broken_one_refused(tmp_p
 
 
 def test_a_second_trainer_on_a_run_is_refused_and_a_dead_ones_lock_taken_over(tmp_path, capsys):
-    run_dir = train("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
+    run_dir = launch("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -1039,7 +1042,7 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again_by_the_same_c
 
 
 def test_a_checkpoint_with_the_wrong_keys_is_one_line(tmp_path, capsys):
-    run_dir = train("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
+    run_dir = launch("maml-trpo", run_args(tmp_path / "run"), replace(TINY, iterations=1))
     state = load_checkpoint(latest_checkpoint(run_dir))
     state["agent"] = {"weights": torch.zeros(1)}
     save_checkpoint(run_dir, state, 1, keep=False)

@@ -17,8 +17,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from metarl.agents import MAMLTRPOConfig
 from metarl.cli import main
+from metarl.launch import launch
 from metarl.runs import ENV_STEPS_TOTAL, WANDB_DIR, WANDB_ID_FILE, MetricsLogger
-from metarl.train import RunArgs, train
+from metarl.train import RunArgs
 
 TINY = MAMLTRPOConfig(iterations=4, meta_batch_size=2, episodes_per_task=2, hidden_sizes=(8,))
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
@@ -50,13 +51,13 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def test_env_steps_total_is_tensorboards_step_and_continues_across_a_resume(
     tmp_path: Path,
 ) -> None:
-    straight = train("maml-trpo", run_args(tmp_path / "a"), TINY)
-    again = train("maml-trpo", run_args(tmp_path / "b", checkpoint_every=2, keep_every=2), TINY)
+    straight = launch("maml-trpo", run_args(tmp_path / "a"), TINY)
+    again = launch("maml-trpo", run_args(tmp_path / "b", checkpoint_every=2, keep_every=2), TINY)
     # Back to iteration 2, as a crash after it leaves a run: the rows and events of
     # iterations 2 and 3 are a dead trainer's, to be dropped and written again.
     ckpt = again / "checkpoints"
     shutil.copyfile(ckpt / "iter_000002.pt", ckpt / "latest.pt")
-    train("maml-trpo", RunArgs(env="Point2DNav", resume=again, progress=False), TINY)
+    launch("maml-trpo", RunArgs(env="Point2DNav", resume=again, progress=False), TINY)
 
     table = rows(again)
     assert list(table[0])[:2] == ["iteration", ENV_STEPS_TOTAL]
@@ -123,14 +124,14 @@ def test_a_tracked_run_logs_offline_into_its_folder_and_resumes_the_same_wandb_r
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run_dir = train(
+    run_dir = launch(
         "maml-trpo", run_args(tmp_path / "run", track=True), replace(TINY, iterations=2)
     )
     run_id = (run_dir / WANDB_DIR / WANDB_ID_FILE).read_text().strip()
     first = sorted((run_dir / WANDB_DIR).glob("offline-run-*"))
     assert first and all(p.name.endswith(run_id) for p in first)
     resumed = RunArgs(env="Point2DNav", resume=run_dir, progress=False)
-    train("maml-trpo", resumed, TINY, iterations=4)
+    launch("maml-trpo", resumed, TINY, iterations=4)
     later = sorted((run_dir / WANDB_DIR).glob("offline-run-*"))
     assert all(p.name.endswith(run_id) for p in later)  # the same Weights & Biases run
     for records in (run_dir / WANDB_DIR).glob("offline-run-*/*.wandb"):

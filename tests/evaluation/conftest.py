@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from metarl.launch import launch
 from metarl.registry import agent_classes
-from metarl.train import RunArgs, train
+from metarl.train import RunArgs
 
 HORIZON = 10
 """Episode length of the tiny Point2DNav runs."""
@@ -27,7 +28,7 @@ def tiny_run(root: Path, algo: str, env: str = "Point2DNav", horizon: int = HORI
         small["num_minibatches"] = 1
     torch.manual_seed(0)
     run = RunArgs(env=env, horizon=horizon, seed=0, run_dir=root / f"{algo}-{env}", progress=False)
-    return train(algo, run, replace(config, **small))
+    return launch(algo, run, replace(config, **small))
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,12 @@ pytest.importorskip(
 from metarl.cli import main
 from metarl.envs import make_family
 from metarl.evaluation import evaluate_run, load_run, make_protocol, write_eval
+from metarl.launch import launch
 from metarl.plots import plot_adaptation
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import EpisodeBatch, InlineSampler, column_rngs
 from metarl.tasks import Task
-from metarl.train import RunArgs, train
+from metarl.train import RunArgs
 
 H = 30
 
@@ -124,7 +125,7 @@ def test_success_reaches_metrics_and_eval(tmp_path: Path) -> None:
     from metarl.agents import MAMLTRPOConfig
 
     config = MAMLTRPOConfig(iterations=2, meta_batch_size=2, episodes_per_task=2, hidden_sizes=(8,))
-    run_dir = train(
+    run_dir = launch(
         "maml-trpo",
         RunArgs(env="ML1-reach-v3", horizon=H, run_dir=tmp_path / "run", progress=False),
         config,
