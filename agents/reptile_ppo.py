@@ -9,17 +9,10 @@ from ``theta`` (policy and value network) with a fresh Adam, then ``num_adapt_st
 (collect ``episodes_per_task`` episodes, ``update_epochs`` epochs of minibatch updates).
 
 All tasks of a meta-batch advance together: one sampler call per round with per-task
-parameters, and batched PPO updates: parameters stacked on a leading task axis ``[K, ...]``,
-losses evaluated with ``torch.func.vmap(functional_call)``, every task's gradient from one
-backward pass of the sum of the (separable) per-task losses, per-task gradient clipping and a
-:class:`~metarl.optim.BatchedAdam`. The result equals ``K`` sequential PPO runs with
-``torch.optim.Adam`` (tested to ~1e-6).
-
-Minibatches index the ``T * E`` step slots of a task (padding included, masked out of the
-means), so every task's minibatches have one shape; a task whose episodes end early has fewer
-valid steps per minibatch. Meta-test adaptation is the same inner loop: :meth:`ReptilePPO.adapt`
-runs one round of PPO epochs and carries the value network and the Adam moments to the next
-round in :attr:`AdaptedPolicy.state`.
+parameters, and the batched PPO of :mod:`metarl.ppo` (parameters stacked on a leading task
+axis ``[K, ...]``, equal to ``K`` sequential PPO runs). Meta-test adaptation is the same inner
+loop: :meth:`ReptilePPO.adapt` runs one round of PPO epochs and carries the value network and
+the Adam moments to the next round in :attr:`AdaptedPolicy.state`.
 """
 
 from __future__ import annotations
@@ -27,45 +20,34 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
-from metarl.advantages import discounted_returns, gae, normalize_advantages
 from metarl.agent import AdaptedPolicy, MetaAgent, check_settings, success_metrics
-from metarl.baselines import LinearFeatureBaseline
 from metarl.optim import BatchedAdam
-from metarl.policies import GaussianMLPPolicy, MLPValue, Params, gaussian_entropy, gaussian_log_prob
+from metarl.policies import GaussianMLPPolicy, MLPValue, Params
 from metarl.ppo import (
-    clip_grad_norm_per_task,
-    clipped_surrogate,
-    entropy_bonus,
-    minibatch_plan,
-    value_loss,
+    PPOData,
+    finite_per_task,
+    join_params,
+    per_task_ppo_data,
+    per_task_ppo_epochs,
+    split_params,
+    task_ppo_loss,
 )
-from metarl.sampling.batch import EpisodeBatch, task_major, time_major
+from metarl.sampling.batch import EpisodeBatch
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
     from metarl.sampling import Sampler
 
-__all__ = [
-    "InnerState",
-    "ReptilePPO",
-    "ReptilePPOConfig",
-    "clip_grad_norm_per_task",
-    "meta_lr_at",
-    "minibatch_plan",
-    "reptile_update",
-]
-
-POLICY, VALUE = "policy.", "value."
-"""Key prefixes of the policy's and the value network's parameters in a combined dict."""
+__all__ = ["InnerState", "ReptilePPO", "ReptilePPOConfig", "meta_lr_at", "reptile_update"]
 
 
 @dataclass(frozen=True)
@@ -148,16 +130,8 @@ class ReptilePPOConfig:
             (0 <= self.gae_lambda <= 1, "gae_lambda", "in [0, 1]"),
             (self.reward_scale > 0, "reward_scale", "> 0"),
             (self.baseline in ("value", "linear"), "baseline", "value or linear"),
-            (
-                len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
-                "hidden_sizes",
-                "positive widths",
-            ),
-            (
-                len(self.value_hidden_sizes) >= 1 and min(self.value_hidden_sizes) >= 1,
-                "value_hidden_sizes",
-                "positive widths",
-            ),
+            (min(self.hidden_sizes, default=0) >= 1, "hidden_sizes", "positive widths"),
+            (min(self.value_hidden_sizes, default=0) >= 1, "value_hidden_sizes", "positive widths"),
             (self.activation in ("tanh", "relu", "elu"), "activation", "tanh, relu or elu"),
             (self.init_std > 0, "init_std", "> 0"),
         ]
@@ -171,6 +145,17 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "Point2DNav": {"iterations": 100, "anneal_iterations": 100, "init_std": 0.5},
 }
 """Per-family changes to the ``default`` preset."""
+
+LOSS_METRICS = (
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "loss",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+)
+"""The inner PPO metrics logged (``losses/...``), each the mean over the rounds."""
 
 
 # -- the math, as plain functions ------------------------------------------------------------
@@ -226,46 +211,10 @@ class InnerState:
     generator: torch.Generator
     rounds: int = 0
 
-
-@dataclass
-class _Rounds:
-    """What an iteration's inner rounds did: their mean returns, loss sums, steps and times."""
-
-    returns: list[float] = field(default_factory=list)
-    sums: dict[str, float] = field(default_factory=dict)
-    first: EpisodeBatch | None = None
-    steps: int = 0
-    sample_time: float = 0.0
-    opt_time: float = 0.0
-
-
-@dataclass
-class _RoundData:
-    """One round's PPO data, task-major: every tensor ``[K, n, ...]`` with ``n = T * E``."""
-
-    obs: Tensor
-    actions: Tensor
-    old_log_prob: Tensor
-    advantages: Tensor
-    returns: Tensor
-    old_values: Tensor
-    mask: Tensor
-
-    def take(self, idx: Tensor) -> tuple[Tensor, ...]:
-        """The minibatch ``idx [K, b]`` of every field, in constructor order."""
-        rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1)
-        return tuple(
-            getattr(self, f)[rows, idx]
-            for f in (
-                "obs",
-                "actions",
-                "old_log_prob",
-                "advantages",
-                "returns",
-                "old_values",
-                "mask",
-            )
-        )
+    def copy(self) -> InnerState:
+        """An independent continuation of this loop (``adapt`` leaves its input unchanged)."""
+        generator = torch.Generator().set_state(self.generator.get_state())
+        return InnerState(dict(self.value), self.optimizer.copy(), generator, self.rounds)
 
 
 class ReptilePPO(MetaAgent):
@@ -287,11 +236,7 @@ class ReptilePPO(MetaAgent):
         super().__init__(config, observation_space, action_space, torch.device(device))
         obs_dim, act_dim = observation_space.shape[0], action_space.shape[0]
         self.policy = GaussianMLPPolicy(
-            obs_dim,
-            act_dim,
-            hidden_sizes=config.hidden_sizes,
-            activation=config.activation,
-            init_std=config.init_std,
+            obs_dim, act_dim, config.hidden_sizes, config.activation, config.init_std
         ).to(self.device)
         self.value = MLPValue(obs_dim, config.value_hidden_sizes, config.activation).to(self.device)
         self.iteration = 0
@@ -332,23 +277,12 @@ class ReptilePPO(MetaAgent):
     # -- parameters --------------------------------------------------------------------------
     def meta_params(self) -> Params:
         """``theta``: the policy's and the value network's parameters (prefixed names)."""
-        out: Params = {POLICY + k: v for k, v in self.policy.named_parameters()}
-        out.update({VALUE + k: v for k, v in self.value.named_parameters()})
-        return out
+        return join_params(
+            dict(self.policy.named_parameters()), dict(self.value.named_parameters())
+        )
 
-    @staticmethod
-    def split_params(params: Mapping[str, Tensor]) -> tuple[Params, Params]:
-        """A combined dict -> ``(policy params, value params)`` with the modules' own names."""
-        pol = {k[len(POLICY) :]: v for k, v in params.items() if k.startswith(POLICY)}
-        val = {k[len(VALUE) :]: v for k, v in params.items() if k.startswith(VALUE)}
-        return pol, val
-
-    @staticmethod
-    def join_params(policy: Mapping[str, Tensor], value: Mapping[str, Tensor]) -> Params:
-        """``(policy params, value params)`` -> one combined dict (inverse of split)."""
-        out = {POLICY + k: v for k, v in policy.items()}
-        out.update({VALUE + k: v for k, v in value.items()})
-        return out
+    split_params = staticmethod(split_params)
+    join_params = staticmethod(join_params)
 
     def theta_as_tasks(self, num_tasks: int) -> Params:
         """``theta`` (policy and value) copied for ``num_tasks`` tasks: where every inner loop
@@ -360,150 +294,63 @@ class ReptilePPO(MetaAgent):
 
     def new_inner_state(self, params: Params, seed: int) -> InnerState:
         """A fresh inner loop for the ``[K, ...]`` combined ``params``: zero Adam moments."""
-        _, value = self.split_params(params)
+        _, value = split_params(params)
         optimizer = BatchedAdam(params, lr=self.config.adapt_lr, eps=self.config.adam_eps)
         return InnerState(value, optimizer, torch.Generator().manual_seed(int(seed)))
 
-    # -- PPO ---------------------------------------------------------------------------------
-    def _forward(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One task's ``(mean, log_std, value)`` at ``obs [n, D]``."""
-        pol, val = self.split_params(params)
+    # -- the inner loop: PPO of every task at once (metarl.ppo) -------------------------------
+    def forward(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One task's ``(mean, log_std, value)`` at ``obs [n, D]`` with combined ``params``."""
+        pol, val = split_params(params)
         mean, log_std = functional_call(self.policy, pol, (obs,))
         return mean, log_std, functional_call(self.value, val, (obs,))
 
-    def prepare_round(self, params: Params, batch: EpisodeBatch) -> _RoundData:
-        """Advantages (GAE, per-task normalised), value targets and old log-probs of a round.
-
-        ``params`` are the ``[K, ...]`` combined parameters that collected ``batch``.
-        """
+    def prepare_round(self, params: Params, batch: EpisodeBatch) -> PPOData:
+        """The PPO data of ``batch``, collected with the ``[K, ...]`` combined ``params``."""
         cfg = self.config
-        K, T = batch.num_tasks, batch.horizon
-        dtype = next(iter(params.values())).dtype
-        batch = batch.to(self.device)
-        obs = task_major(batch.obs.to(dtype), K)
-        actions = task_major(batch.actions.to(dtype), K)
-        mask = task_major(batch.valid, K)
-        last_obs = batch.last_obs.to(dtype).reshape(K, -1, batch.last_obs.shape[-1])
-        with torch.no_grad():
-            mean, log_std, values = vmap(self._forward)(params, obs)
-            old_log_prob = gaussian_log_prob(actions, mean, log_std)
-            rewards = batch.rewards.to(dtype) * cfg.reward_scale
-            if cfg.baseline == "linear":
-                # MAML-TRPO's baseline: fitted per task to this round's returns, no bootstrap.
-                rewards64 = rewards.to(torch.float64)
-                fitted = LinearFeatureBaseline().fit_predict(
-                    batch.obs,
-                    discounted_returns(rewards64, batch.valid, cfg.gamma),
-                    batch.valid,
-                    groups=K,
-                )
-                adv, returns = gae(rewards64, fitted, batch.valid, cfg.gamma, cfg.gae_lambda)
-                adv, returns = adv.to(dtype), returns.to(dtype)
-            else:
-                _, _, last_values = vmap(self._forward)(params, last_obs)
-                adv, returns = gae(
-                    rewards,
-                    time_major(values, T),
-                    batch.valid,
-                    cfg.gamma,
-                    cfg.gae_lambda,
-                    last_values=last_values.reshape(-1),
-                    terminated=batch.terminated,
-                )
-            if cfg.normalize_advantages:
-                adv = normalize_advantages(adv, batch.valid, groups=K)
-        return _RoundData(
-            obs=obs,
-            actions=actions,
-            old_log_prob=old_log_prob,
-            advantages=task_major(adv, K),
-            returns=task_major(returns, K),
-            old_values=values,
-            mask=mask,
+        return per_task_ppo_data(
+            self.forward,
+            params,
+            batch,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+            reward_scale=cfg.reward_scale,
+            normalize=cfg.normalize_advantages,
+            linear_baseline=cfg.baseline == "linear",
         )
 
-    def ppo_loss(
-        self,
-        params: Params,
-        obs: Tensor,
-        actions: Tensor,
-        old_log_prob: Tensor,
-        advantages: Tensor,
-        returns: Tensor,
-        old_values: Tensor,
-        mask: Tensor,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """One task's PPO loss ``policy + vf_coef * value + ent_coef * entropy`` on ``[n]`` steps.
-
-        Args:
-            params: the task's combined parameters (policy and value).
-            obs: ``[n, obs_dim]``; actions: ``[n, act_dim]``; the rest ``[n]``.
-
-        Returns:
-            ``(loss, metrics)`` as the functions of :mod:`metarl.ppo` return them.
-        """
+    def ppo_loss(self, params: Params, *minibatch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """One task's PPO loss ``policy + vf_coef * value + ent_coef * entropy`` on a minibatch
+        (:func:`~metarl.ppo.task_ppo_loss`; with the linear baseline the value network is
+        not trained)."""
         cfg = self.config
-        mean, log_std, values = self._forward(params, obs)
-        log_prob = gaussian_log_prob(actions, mean, log_std)
-        pl, pm = clipped_surrogate(log_prob, old_log_prob, advantages, cfg.clip_coef, mask)
-        vclip = cfg.clip_coef if cfg.clip_vloss else None
-        vl, vm = value_loss(values, old_values, returns, mask, clip_coef=vclip)
-        el, em = entropy_bonus(gaussian_entropy(log_std), mask)
-        vf_coef = cfg.vf_coef if cfg.baseline == "value" else 0.0
-        return pl + vf_coef * vl + cfg.ent_coef * el, {**pm, **vm, **em}
+        return task_ppo_loss(
+            self.forward,
+            params,
+            *minibatch,
+            clip_coef=cfg.clip_coef,
+            vf_coef=cfg.vf_coef if cfg.baseline == "value" else 0.0,
+            ent_coef=cfg.ent_coef,
+            clip_vloss=cfg.clip_vloss,
+        )
 
     def ppo_update(
-        self, params: Params, state: InnerState, data: _RoundData
+        self, params: Params, state: InnerState, data: PPOData
     ) -> tuple[Params, dict[str, float]]:
-        """``update_epochs`` epochs of minibatch updates of every task at once.
-
-        Per minibatch: the ``K`` per-task losses are evaluated with ``vmap``, one backward pass
-        of their sum gives each task's gradient, the policy's and the value network's parts are
-        clipped to ``max_grad_norm`` per task, and :class:`BatchedAdam` steps every task whose
-        loss and gradient are finite (the others skip the step; counted in the metrics).
-
-        Returns:
-            The new ``[K, ...]`` parameters and mean metrics over all minibatches.
-        """
+        """``update_epochs`` epochs of minibatch updates of every task at once; the new
+        ``[K, ...]`` parameters and the mean metrics (:func:`~metarl.ppo.per_task_ppo_epochs`)."""
         cfg = self.config
-        K, n = data.mask.shape
-        if cfg.num_minibatches > n:
-            raise ValueError(
-                f"num_minibatches={cfg.num_minibatches} exceeds the {n} step slots per task"
-            )
-        loss_fn = vmap(self.ppo_loss)
-        sums: dict[str, float] = {}
-        count, skipped = 0, 0
-        for _ in range(cfg.update_epochs):
-            for idx in minibatch_plan(K, n, cfg.num_minibatches, state.generator):
-                mb = data.take(idx.to(data.mask.device))
-                leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-                losses, metrics = loss_fn(leaves, *mb)
-                grads = dict(
-                    zip(
-                        leaves,
-                        torch.autograd.grad(losses.sum(), list(leaves.values())),
-                        strict=True,
-                    )
-                )
-                g_pol, g_val = self.split_params(grads)
-                g_pol, _ = clip_grad_norm_per_task(g_pol, cfg.max_grad_norm)
-                g_val, _ = clip_grad_norm_per_task(g_val, cfg.max_grad_norm)
-                grads = self.join_params(g_pol, g_val)
-                finite = torch.isfinite(losses.detach())
-                for g in grads.values():
-                    finite &= torch.isfinite(g.reshape(K, -1)).all(dim=1)
-                params = state.optimizer.step(params, grads, active=finite)
-                skipped += int((~finite).sum())
-                count += 1
-                for key, value in metrics.items():
-                    v = value.detach()[finite]
-                    v = v[torch.isfinite(v)]
-                    sums[key] = sums.get(key, 0.0) + (float(v.mean()) if v.numel() else 0.0)
-                sums["loss"] = sums.get("loss", 0.0) + float(losses.detach().nanmean())
-        stats = {k: v / count for k, v in sums.items()}
-        stats["nonfinite_updates"] = float(skipped)
-        _, state.value = self.split_params(params)
+        params, stats = per_task_ppo_epochs(
+            self.ppo_loss,
+            params,
+            data,
+            state.optimizer,
+            state.generator,
+            update_epochs=cfg.update_epochs,
+            num_minibatches=cfg.num_minibatches,
+            max_grad_norm=cfg.max_grad_norm,
+        )
+        _, state.value = split_params(params)
         state.rounds += 1
         return params, stats
 
@@ -514,23 +361,13 @@ class ReptilePPO(MetaAgent):
         return self.ppo_update(params, state, self.prepare_round(params, batch))
 
     # -- meta-training -----------------------------------------------------------------------
-    def _sample(
-        self, sampler: Sampler, tasks: list[Task], params: Params | None, rng: np.random.Generator
-    ) -> EpisodeBatch:
-        seed = int(rng.integers(2**62))
-        pol = None
-        if params is not None:
-            pol = {k: v.detach().cpu() for k, v in self.split_params(params)[0].items()}
-        return sampler.sample(tasks, self.config.episodes_per_task, params=pol, seed=seed)
-
     def train_step(
         self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
     ) -> dict[str, float]:
         """One Reptile iteration: ``num_adapt_steps`` inner PPO rounds per task from ``theta``,
         a post-adaptation batch, then ``theta += meta_lr * (mean(theta_i) - theta)``."""
         cfg = self.config
-        K = len(tasks)
-        if K == 0:
+        if not tasks:
             raise ValueError("reptile-ppo: train_step needs at least one task")
         slots = int(getattr(sampler, "horizon", 1)) * cfg.episodes_per_task
         if cfg.num_minibatches > slots:
@@ -539,37 +376,62 @@ class ReptilePPO(MetaAgent):
                 f"slots per task (horizon x episodes_per_task); lower it"
             )
         t_start = time.perf_counter()
+        clock = {"time/sampling": 0.0, "time/optimization": 0.0}
         theta = {k: v.detach().clone() for k, v in self.meta_params().items()}
-        params, rounds = self._inner_loop(sampler, tasks, rng)
-        t0 = time.perf_counter()
-        post = self._sample(sampler, tasks, params, rng)
-        rounds.sample_time += time.perf_counter() - t0
-        rounds.steps += post.num_steps
-        t0 = time.perf_counter()
-        lr, skipped = self._outer_step(theta, params)
-        rounds.opt_time += time.perf_counter() - t0
-        return self._metrics(rounds, post, lr, skipped, time.perf_counter() - t_start)
-
-    def _inner_loop(
-        self, sampler: Sampler, tasks: list[Task], rng: np.random.Generator
-    ) -> tuple[Params, _Rounds]:
-        """Every task's inner rounds from ``theta``: the adapted parameters and what they did."""
         params = self.theta_as_tasks(len(tasks))
         state = self.new_inner_state(params, seed=int(rng.integers(2**62)))
-        rounds = _Rounds()
-        for r in range(self.config.num_adapt_steps):
-            t0 = time.perf_counter()
-            batch = self._sample(sampler, tasks, None if r == 0 else params, rng)
-            rounds.sample_time += time.perf_counter() - t0
-            rounds.steps += batch.num_steps
-            rounds.returns.append(float(batch.returns.mean()))
-            rounds.first = batch if rounds.first is None else rounds.first
+        first: EpisodeBatch | None = None
+        returns: list[float] = []  # each round's mean return
+        sums: dict[str, float] = {}  # each round's PPO metrics, summed over the rounds
+        steps = 0
+        for r in range(cfg.num_adapt_steps):
+            batch = self._sample(sampler, tasks, None if r == 0 else params, rng, clock)
+            first = batch if first is None else first
+            returns.append(float(batch.returns.mean()))
+            steps += batch.num_steps
             t0 = time.perf_counter()
             params, stats = self.inner_round(params, state, batch)
-            rounds.opt_time += time.perf_counter() - t0
+            clock["time/optimization"] += time.perf_counter() - t0
             for key, value in stats.items():
-                rounds.sums[key] = rounds.sums.get(key, 0.0) + value
-        return params, rounds
+                sums[key] = sums.get(key, 0.0) + value
+        post = self._sample(sampler, tasks, params, rng, clock)
+        steps += post.num_steps
+        t0 = time.perf_counter()
+        lr, skipped = self._outer_step(theta, params)
+        clock["time/optimization"] += time.perf_counter() - t0
+        assert first is not None  # num_adapt_steps >= 1
+        return {
+            "meta/return_pre_adapt": returns[0],
+            "meta/return_post_adapt": float(post.returns.mean()),
+            **success_metrics(first, post),
+            **{f"meta/return_round_{r}": ret for r, ret in enumerate(returns[1:], start=1)},
+            **{f"losses/{k}": sums.get(k, math.nan) / cfg.num_adapt_steps for k in LOSS_METRICS},
+            "losses/nonfinite_updates": sums.get("nonfinite_updates", 0.0),
+            "reptile/meta_lr": lr,
+            "reptile/skipped_tasks": float(skipped),
+            "policy/std": float(self.policy.log_std.detach().exp().mean()),
+            "env_steps": float(steps),
+            **clock,
+            "time/env_steps_per_s": steps / max(time.perf_counter() - t_start, 1e-9),
+        }
+
+    def _sample(
+        self,
+        sampler: Sampler,
+        tasks: list[Task],
+        params: Params | None,
+        rng: np.random.Generator,
+        clock: dict[str, float],
+    ) -> EpisodeBatch:
+        """``episodes_per_task`` episodes of each task's policy in ``params`` (None: theta)."""
+        t0 = time.perf_counter()
+        seed = int(rng.integers(2**62))
+        pol = None
+        if params is not None:
+            pol = {k: v.detach().cpu() for k, v in split_params(params)[0].items()}
+        batch = sampler.sample(tasks, self.config.episodes_per_task, params=pol, seed=seed)
+        clock["time/sampling"] += time.perf_counter() - t0
+        return batch
 
     def _outer_step(self, theta: Params, params: Params) -> tuple[float, int]:
         """The Reptile step toward the mean of the finite adapted sets; ``(meta_lr, skipped)``."""
@@ -578,9 +440,7 @@ class ReptilePPO(MetaAgent):
         lr = meta_lr_at(self.iteration, cfg.anneal_iterations, cfg.meta_lr, cfg.meta_lr_final)
         # Tasks whose adapted parameters are not finite (they cannot be, as non-finite updates
         # are skipped, but a checkpoint must never hold NaN) are left out of the mean.
-        ok = torch.ones(K, dtype=torch.bool, device=self.device)
-        for v in params.values():
-            ok &= torch.isfinite(v.reshape(K, -1)).all(dim=1)
+        ok = finite_per_task(params)
         if bool(ok.any()):
             new = reptile_update(theta, {k: v[ok] for k, v in params.items()}, lr)
             with torch.no_grad():
@@ -589,33 +449,6 @@ class ReptilePPO(MetaAgent):
         self.iteration += 1
         return lr, K - int(ok.sum())
 
-    def _metrics(
-        self, rounds: _Rounds, post: EpisodeBatch, lr: float, skipped: int, total: float
-    ) -> dict[str, float]:
-        metrics: dict[str, float] = {
-            "meta/return_pre_adapt": rounds.returns[0],
-            "meta/return_post_adapt": float(post.returns.mean()),
-            **success_metrics(rounds.first if rounds.first is not None else post, post),
-        }
-        for r, ret in enumerate(rounds.returns[1:], start=1):
-            metrics[f"meta/return_round_{r}"] = ret
-        keys = ("policy_loss", "value_loss", "entropy", "loss")
-        for key in (*keys, "approx_kl", "clip_fraction", "explained_variance"):
-            metrics[f"losses/{key}"] = rounds.sums.get(key, math.nan) / self.config.num_adapt_steps
-        metrics.update(
-            {
-                "losses/nonfinite_updates": rounds.sums.get("nonfinite_updates", 0.0),
-                "reptile/meta_lr": lr,
-                "reptile/skipped_tasks": float(skipped),
-                "policy/std": float(self.policy.log_std.detach().exp().mean()),
-                "env_steps": float(rounds.steps),
-                "time/sampling": rounds.sample_time,
-                "time/optimization": rounds.opt_time,
-                "time/env_steps_per_s": rounds.steps / max(total, 1e-9),
-            }
-        )
-        return metrics
-
     # -- meta-test ---------------------------------------------------------------------------
     def exploration_policy(self, num_tasks: int) -> AdaptedPolicy:
         if num_tasks < 1:
@@ -623,11 +456,7 @@ class ReptilePPO(MetaAgent):
         return AdaptedPolicy(params=None, num_tasks=num_tasks)
 
     def adapt(
-        self,
-        policy: AdaptedPolicy,
-        episodes: EpisodeBatch,
-        lr: float | None = None,
-        seed: int = 0,
+        self, policy: AdaptedPolicy, episodes: EpisodeBatch, lr: float | None = None, seed: int = 0
     ) -> AdaptedPolicy:
         """One inner round (``update_epochs`` PPO epochs per task) on ``episodes``.
 
@@ -652,14 +481,12 @@ class ReptilePPO(MetaAgent):
                     "reptile-ppo: adapt continues a policy from exploration_policy() or adapt() "
                     f"(its state is an InnerState), got state {type(policy.state).__name__}"
                 )
-            prev = policy.state
-            generator = torch.Generator().set_state(prev.generator.get_state())
-            state = InnerState(dict(prev.value), prev.optimizer.copy(), generator, prev.rounds)
-            params = self.join_params(
+            state = policy.state.copy()
+            params = join_params(
                 {k: v.to(self.device) for k, v in policy.params.items()}, state.value
             )
         params, _ = self.inner_round(params, state, episodes)
-        pol, _ = self.split_params(params)
+        pol, _ = split_params(params)
         return AdaptedPolicy(params=pol, num_tasks=K, state=state)
 
     # -- checkpoints -------------------------------------------------------------------------
