@@ -46,7 +46,7 @@ from metarl.policies import (
     gaussian_entropy,
     gaussian_log_prob,
 )
-from metarl.ppo import clipped_surrogate, entropy_bonus, minibatch_indices, value_loss
+from metarl.ppo import minibatch_indices, total_loss
 from metarl.sampling.batch import EpisodeBatch
 from metarl.sampling.trials import recurrent_inputs
 from metarl.tasks import Task
@@ -342,20 +342,27 @@ class RL2PPO(MetaAgent):
         """One PPO gradient step on a minibatch of whole trials (all ``[T, b, ...]``)."""
         cfg = self.config
         mean, log_std, values, _ = self.policy.evaluate(inputs, state0)
-        log_probs = gaussian_log_prob(actions, mean, log_std)
-        pg_loss, pg_metrics = clipped_surrogate(log_probs, old_log_probs, adv, cfg.clip_coef, valid)
-        v_loss, v_metrics = value_loss(
-            values, old_values, returns, valid, cfg.clip_coef if cfg.clip_vloss else None
+        loss, metrics = total_loss(
+            gaussian_log_prob(actions, mean, log_std),
+            old_log_probs,
+            adv,
+            values,
+            old_values,
+            returns,
+            gaussian_entropy(log_std),
+            valid,
+            clip_coef=cfg.clip_coef,
+            vf_coef=cfg.vf_coef,
+            ent_coef=cfg.ent_coef,
+            clip_vloss=cfg.clip_vloss,
         )
-        ent_loss, ent_metrics = entropy_bonus(gaussian_entropy(log_std), valid)
-        loss = pg_loss + cfg.vf_coef * v_loss + cfg.ent_coef * ent_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # With max_grad_norm = 0 nothing is clipped; the norm is still measured.
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
         self.optimizer.step()
-        metrics = {**pg_metrics, **v_metrics, **ent_metrics, "grad_norm": grad_norm.detach()}
+        metrics["grad_norm"] = grad_norm.detach()
         return {k: float(v) for k, v in metrics.items()}
 
     # -- meta-test ---------------------------------------------------------------------------
