@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from metarl.agent import AdaptedPolicy, MetaAgent, check_settings, success_metrics
 from metarl.optim import BatchedAdam
-from metarl.policies import GaussianMLPPolicy, MLPValue, Params
+from metarl.policies import ACTIVATIONS, GaussianMLPPolicy, MLPValue, Params
 from metarl.ppo import (
     PPOData,
     finite_per_task,
@@ -132,7 +132,7 @@ class ReptilePPOConfig:
             (self.baseline in ("value", "linear"), "baseline", "value or linear"),
             (min(self.hidden_sizes, default=0) >= 1, "hidden_sizes", "positive widths"),
             (min(self.value_hidden_sizes, default=0) >= 1, "value_hidden_sizes", "positive widths"),
-            (self.activation in ("tanh", "relu", "elu"), "activation", "tanh, relu or elu"),
+            (self.activation in ACTIVATIONS, "activation", f"one of {sorted(ACTIVATIONS)}"),
             (self.init_std > 0, "init_std", "> 0"),
         ]
         check_settings(self, checks)

@@ -30,6 +30,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
+from metarl.activations import ACTIVATIONS, Derivatives
 from metarl.optim import flatten_params, unflatten_params
 from metarl.policies import GaussianMLPPolicy
 from metarl.task_steps import TaskSteps
@@ -50,26 +51,11 @@ OuterLoss = Callable[
 (autograd through the inner steps, no second-order graph) on the tasks of the batches given."""
 
 
-_WRITTEN_OUT = ("elu", "relu", "tanh")
-"""The policy activations whose derivatives :func:`_derivatives` writes out."""
-
-
-def _derivatives(
-    activation: str, z: Tensor, h: Tensor, second: bool
-) -> tuple[Tensor, Tensor | None]:
-    """``(phi'(z), phi''(z) / phi'(z))`` of the activation at ``z`` (with ``h = phi(z)``); None
-    for the ratio where ``phi''`` is zero or not asked for (``second=False``). The ratio is
-    written without a division (tanh: ``-2 h``; elu: 1 where ``z <= 0``, else 0), so it is
-    exact where ``phi'`` underflows."""
-    if activation == "tanh":
-        return 1.0 - h * h, (-2.0 * h if second else None)
-    if activation == "relu":
-        return (z > 0).to(z.dtype), None
-    if activation == "elu":  # alpha = 1: phi = exp(z) - 1 for z <= 0
-        negative = z <= 0
-        d = torch.where(negative, h + 1.0, torch.ones_like(h))
-        return d, (negative.to(z.dtype) if second else None)
-    raise AssertionError(activation)
+def _derivatives(activation: str) -> Derivatives | None:
+    """The activation's written-out derivatives (:data:`~metarl.activations.ACTIVATIONS`), or
+    None where it has none."""
+    spec = ACTIVATIONS.get(activation)
+    return None if spec is None else spec.derivatives
 
 
 def _inverse_variance(params: Params) -> Tensor:
@@ -107,10 +93,12 @@ class _Linearization:
         self.inputs_rows: list[Tensor] = []  # each layer's input, step-major, [K, N, in]
         self.d1: list[Tensor] = []  # phi'(z) of each hidden layer, [K, out, N]
         self.q: list[Tensor | None] = []  # phi''(z) / phi'(z) of each hidden layer (None: zero)
-        if policy.activation not in _WRITTEN_OUT:
+        derivatives = _derivatives(policy.activation)
+        if derivatives is None:
+            written_out = sorted(name for name in ACTIVATIONS if _derivatives(name) is not None)
             raise ValueError(
                 f"no curvature products for activation {policy.activation!r}; "
-                f"supported: {list(_WRITTEN_OUT)}"
+                f"supported: {written_out}"
             )
         # The policy's own activation modules, one per hidden layer.
         acts = [m for m in policy.mean_net if not isinstance(m, torch.nn.Linear)]
@@ -130,7 +118,7 @@ class _Linearization:
                     self.mean_t = z  # [K, A, N]
                     break
                 x = acts[layer](z)
-                d1, q = _derivatives(policy.activation, z, x, second_order)
+                d1, q = derivatives(z, x, second_order)
                 self.d1.append(d1)
                 self.q.append(q)
                 rows = x.mT.contiguous()
@@ -328,7 +316,7 @@ def written_out_meta_objective(
     ``cpu_chunk_steps``: on a CPU every pass runs over groups of tasks of about this many steps
     each (0: all tasks at once, as always on a GPU). ``outer_loss`` is what the line search's
     candidates are scored with, run group by group."""
-    if policy.activation not in _WRITTEN_OUT:
+    if _derivatives(policy.activation) is None:
         return None
     return WrittenOutMetaObjective(policy, adapt_lr, first_order, cpu_chunk_steps, outer_loss)
 

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metarl.activations import ACTIVATIONS
+
 __all__ = [
     "ACTIVATIONS",
     "INITS",
@@ -31,7 +33,6 @@ __all__ = [
 
 Params = dict[str, Tensor]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 INITS = ("torch", "xavier")
 """Initializations of :class:`GaussianMLPPolicy`'s mean network."""
 
@@ -101,7 +102,7 @@ class GaussianMLPPolicy(nn.Module):
         layers: list[nn.Module] = []
         width = self.obs_dim
         for h in self.hidden_sizes:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation].module()]
             width = h
         layers.append(nn.Linear(width, self.act_dim))
         self.mean_net = nn.Sequential(*layers)
@@ -179,7 +180,7 @@ class MLPValue(nn.Module):
         layers: list[nn.Module] = []
         width = self.obs_dim
         for h in self.hidden_sizes:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation].module()]
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)

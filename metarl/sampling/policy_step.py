@@ -21,7 +21,7 @@ per column for the whole horizon.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metarl.activations import ACTIVATIONS
 from metarl.policies import GaussianMLPPolicy
 
 __all__ = [
@@ -44,25 +45,6 @@ __all__ = [
 
 Array = np.ndarray
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def _elu(x: Array) -> Array:
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))).astype(np.float32)
-
-
-def _tanh(x: Array) -> Array:
-    return np.tanh(x, out=x)
-
-
-def _relu(x: Array) -> Array:
-    return np.maximum(x, 0.0, out=x)
-
-
-_NP_ACTIVATIONS: dict[type[nn.Module], Callable[[Array], Array]] = {
-    nn.Tanh: _tanh,
-    nn.ReLU: _relu,
-    nn.ELU: _elu,
-}
 
 
 @dataclass
@@ -219,22 +201,24 @@ class PolicyStep:
 
 
 def mlp_layers(policy: nn.Module) -> list[tuple[str, str, Any]] | None:
-    """``(weight, bias, activation)`` names of a plain GaussianMLPPolicy, else None."""
+    """``(weight, bias, numpy activation)`` of each layer of a plain GaussianMLPPolicy whose
+    activations all have a numpy form (:data:`~metarl.activations.ACTIVATIONS`), else None."""
     if not isinstance(policy, GaussianMLPPolicy) or type(policy).forward is not (
         GaussianMLPPolicy.forward
     ):
         return None
+    numpy_of = {a.module: a.numpy for a in ACTIVATIONS.values() if a.numpy is not None}
     layers: list[tuple[str, str, Any]] = []
     modules = list(policy.mean_net.named_children())
     for i, (name, module) in enumerate(modules):
         if isinstance(module, nn.Linear):
             act = None
             if i + 1 < len(modules) and not isinstance(modules[i + 1][1], nn.Linear):
-                act = _NP_ACTIVATIONS.get(type(modules[i + 1][1]))
+                act = numpy_of.get(type(modules[i + 1][1]))
                 if act is None:
                     return None
             layers.append((f"mean_net.{name}.weight", f"mean_net.{name}.bias", act))
-        elif type(module) not in _NP_ACTIVATIONS:
+        elif type(module) not in numpy_of:
             return None
     return layers
 

@@ -509,10 +509,11 @@ def test_an_activation_without_a_written_out_kernel_takes_the_autograd_path(
     """The kernel writes out tanh, relu and elu only; any other activation of the policy trains
     by the autograd reference, within the trust region."""
     from metarl import policies
+    from metarl.activations import Activation
     from metarl.envs import FamilyTaskSampler, make_family
     from metarl.sampling import make_sampler
 
-    monkeypatch.setitem(policies.ACTIVATIONS, "softplus", torch.nn.Softplus)
+    monkeypatch.setitem(policies.ACTIVATIONS, "softplus", Activation(torch.nn.Softplus))
     config = MAMLTRPOConfig(
         meta_batch_size=2, episodes_per_task=2, hidden_sizes=(8,), activation="softplus"
     )
