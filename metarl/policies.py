@@ -28,6 +28,7 @@ __all__ = [
     "RecurrentGaussianPolicy",
     "gaussian_entropy",
     "gaussian_log_prob",
+    "mlp",
     "stack_params",
 ]
 
@@ -61,6 +62,24 @@ def stack_params(param_sets: Sequence[Mapping[str, Tensor]]) -> Params:
     return {k: torch.stack([p[k] for p in param_sets]) for k in keys}
 
 
+def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:
+    """``Linear, activation, ..., Linear``: the MLP of the policies and value networks.
+
+    Hidden layers of ``hidden_sizes`` widths, each followed by the activation
+    (``ACTIVATIONS[activation]``), then a linear output layer of ``out_dim``; the parameters
+    are ``{2 i}.weight`` and ``{2 i}.bias`` of linear layer ``i``.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden_sizes:
+        layers += [nn.Linear(width, h), ACTIVATIONS[activation].module()]
+        width = h
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
 class GaussianMLPPolicy(nn.Module):
     """A Gaussian policy: MLP mean, state-independent log standard deviation.
 
@@ -69,7 +88,7 @@ class GaussianMLPPolicy(nn.Module):
         act_dim: action size.
         hidden_sizes: widths of the hidden layers ((64, 64) tanh by default; the MAML paper
             uses (100, 100) ReLU).
-        activation: ``"tanh"``, ``"relu"`` or ``"elu"``.
+        activation: a name in :data:`~metarl.activations.ACTIVATIONS` (tanh, relu or elu).
         init_std: initial standard deviation of every action dimension.
         init: the mean network's initialization: ``"torch"`` (``nn.Linear``'s own, uniform
             weights and biases of scale ``1 / sqrt(fan_in)``) or ``"xavier"`` (Xavier-uniform
@@ -90,8 +109,6 @@ class GaussianMLPPolicy(nn.Module):
         super().__init__()
         if obs_dim < 1 or act_dim < 1:
             raise ValueError(f"obs_dim and act_dim must be positive, got {obs_dim}, {act_dim}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if not init_std > 0:
             raise ValueError(f"init_std must be positive, got {init_std}")
         if init not in INITS:
@@ -99,13 +116,7 @@ class GaussianMLPPolicy(nn.Module):
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
-        layers: list[nn.Module] = []
-        width = self.obs_dim
-        for h in self.hidden_sizes:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation].module()]
-            width = h
-        layers.append(nn.Linear(width, self.act_dim))
-        self.mean_net = nn.Sequential(*layers)
+        self.mean_net = mlp(self.obs_dim, self.hidden_sizes, self.act_dim, activation)
         if init == "xavier":
             for layer in self.mean_net:
                 if isinstance(layer, nn.Linear):
@@ -164,7 +175,7 @@ class MLPValue(nn.Module):
     Args:
         obs_dim: observation size.
         hidden_sizes: widths of the hidden layers.
-        activation: ``"tanh"``, ``"relu"`` or ``"elu"``.
+        activation: a name in :data:`~metarl.activations.ACTIVATIONS` (tanh, relu or elu).
     """
 
     def __init__(
@@ -173,17 +184,9 @@ class MLPValue(nn.Module):
         super().__init__()
         if obs_dim < 1:
             raise ValueError(f"obs_dim must be positive, got {obs_dim}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.obs_dim = int(obs_dim)
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
-        layers: list[nn.Module] = []
-        width = self.obs_dim
-        for h in self.hidden_sizes:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation].module()]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(self.obs_dim, self.hidden_sizes, 1, activation)
 
     def forward(self, obs: Tensor) -> Tensor:
         """``obs [..., obs_dim] -> value [...]``."""
