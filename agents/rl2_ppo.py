@@ -209,13 +209,14 @@ class RL2PPO(MetaAgent):
             )
         if name == "quick":
             if family == "Point2DNav":
-                # Measured: with H = 20 (RunArgs.horizon) episode 2 of a trial beats episode 1
-                # by ~2 after ~100 iterations (~40 s on one core).
+                # Measured with H = 20 (RunArgs.horizon), seeds 0-2, 150 iterations: episode 2
+                # of a trial beats episode 1 by 1.0-1.2 in the last 30 training batches. At
+                # init_std 0.1 the std collapsed to 0.06 and one seed of three barely adapted.
                 return RL2PPOConfig(
                     iterations=150,
                     meta_batch_size=40,
                     episodes_per_trial=2,
-                    init_std=0.1,
+                    init_std=0.3,
                     update_epochs=4,
                     num_minibatches=4,
                     learning_rate=3e-3,

@@ -2,17 +2,17 @@
 
 Columns come in groups: one group is the ``E`` columns of one task, and every group may have
 its own parameter set (MAML's adapted policies). The policy is always evaluated group by group
-with a fixed group shape ``[E, ...]`` (batched over groups), so a column's floating-point work
-does not depend on which or how many other groups a worker owns: the same seed gives the same
-bits on any backend and with any number of workers.
+with a fixed group shape ``[E, ...]`` (one matrix product per group), so a column's
+floating-point work does not depend on which or how many other groups a worker owns: the same
+seed gives the same bits on any backend and with any number of workers.
 
 Two evaluators share that contract:
 
 - :class:`MLPStep`, the fast path for :class:`~metarl.policies.GaussianMLPPolicy`: the MLP in
   batched numpy matmuls (``[G, E, in] @ [G, in, out]``), a few microseconds per env step where
   ``torch.func.vmap`` costs a fixed ~200 us (measured), which would dominate 20 HalfCheetahs.
-- :class:`TorchStep`, any policy module (recurrent ones included): ``torch.func.vmap`` over
-  groups of ``torch.func.functional_call``, under ``inference_mode``.
+- :class:`TorchStep`, any policy module (recurrent ones included): the module once per group,
+  under ``inference_mode``.
 
 Action noise is drawn outside both: ``action = mean + exp(log_std) * eps`` with ``eps`` pre-drawn
 per column for the whole horizon.
@@ -20,6 +20,7 @@ per column for the whole horizon.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 from metarl.activations import ACTIVATIONS
 from metarl.policies import GaussianMLPPolicy
@@ -272,7 +272,14 @@ class MLPStep(PolicyStep):
 
 
 class TorchStep(PolicyStep):
-    """Any policy module: ``vmap`` over groups of ``functional_call`` (recurrent ones too)."""
+    """Any policy module (recurrent ones too), called once per group on that group's columns.
+
+    One call per group, not one ``vmap`` over the groups: a group's actions must not depend on
+    which other groups share its worker (the backends split a batch by task), and torch's
+    vectorized elementwise kernels round an element differently depending on its position in
+    the tensor (a full SIMD vector or the scalar tail; measured with ``sigmoid`` on AVX-512).
+    Each group gets a copy of the module holding its parameters (one copy for shared ones).
+    """
 
     def __init__(
         self,
@@ -285,34 +292,30 @@ class TorchStep(PolicyStep):
         super().__init__(num_groups, group_size, act_dim)
         self.policy = policy
         self.recurrent = bool(getattr(policy, "recurrent", False))
-        self.params = {
-            k: torch.from_numpy(np.ascontiguousarray(v))
-            for k, v in params.grouped(num_groups).items()
-        }
-
-        def call(p: dict[str, Tensor], *args: Any) -> Any:
-            return functional_call(policy, p, args)
-
-        self._call = vmap(call)
+        grouped = params.grouped(num_groups)
+        copies = num_groups if params.per_task else 1
+        modules = [
+            _with_params(policy, {k: v[g] for k, v in grouped.items()}) for g in range(copies)
+        ]
+        self.modules = modules * num_groups if copies == 1 else modules
 
     def begin(self, eps: Array) -> None:
         super().begin(eps)
-        self.state: Any = None
+        self.states: list[Any] = [None] * self.num_groups
         if self.recurrent:
             with torch.inference_mode():
                 one = self.policy.initial_state(self.group_size)  # type: ignore[operator]
-            self.state = torch.utils._pytree.tree_map(
-                lambda s: s.unsqueeze(0).expand(self.num_groups, *s.shape).contiguous(), one
-            )
+            self.states = [one] * self.num_groups  # never written in place: replaced per step
 
     def act(
         self, t: int, obs: Array, prev_action: Array, prev_reward: Array, done: Array
     ) -> tuple[Array, Array]:
         G, E = self.num_groups, self.group_size
         x = torch.from_numpy(obs.astype(np.float32)).view(G, E, -1)
+        means, log_stds = [], []
         with torch.inference_mode():
             if self.recurrent:
-                inputs = torch.cat(
+                x = torch.cat(
                     [
                         x,
                         torch.from_numpy(prev_action).view(G, E, -1),
@@ -321,10 +324,25 @@ class TorchStep(PolicyStep):
                     ],
                     dim=-1,
                 )
-                mean, log_std, self.state = self._call(self.params, inputs, self.state)
-            else:
-                mean, log_std = self._call(self.params, x)
-        return self._noise(t, mean.reshape(self.n, -1).numpy(), log_std.reshape(self.n, -1).numpy())
+            for g, module in enumerate(self.modules):
+                if self.recurrent:
+                    mean, log_std, self.states[g] = module(x[g], self.states[g])
+                else:
+                    mean, log_std = module(x[g])
+                means.append(mean.reshape(E, -1))
+                log_stds.append(log_std.expand(E, -1) if log_std.dim() < 2 else log_std)
+        mean_n = torch.cat(means).numpy()
+        log_std_n = torch.cat(log_stds).reshape(self.n, -1).numpy()
+        return self._noise(t, mean_n, log_std_n)
+
+
+def _with_params(policy: nn.Module, values: Mapping[str, Array]) -> nn.Module:
+    """A copy of ``policy`` whose parameters and buffers are ``values`` (float32 arrays)."""
+    module = copy.deepcopy(policy)
+    with torch.no_grad():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            tensor.copy_(torch.from_numpy(np.ascontiguousarray(values[name])))
+    return module.requires_grad_(False)
 
 
 def make_policy_step(
