@@ -21,6 +21,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from metarl.arrays import namespace
 from metarl.family import (
     Array,
     BatchStep,
@@ -182,7 +183,7 @@ class MujocoTaskFamily(TaskFamily):
 
     def terminated(self, state: dict[str, Array], params: dict[str, Array]) -> Array:
         """``[n]`` bool; the default never terminates."""
-        return np.zeros(state["qpos"].shape[0], dtype=bool)
+        return namespace(state["qpos"]).zeros_like(state["qpos"][:, 0], dtype=bool)
 
     def configure_model(self, model: mujoco.MjModel, task: Task) -> None:
         """Apply ``task`` to an env's own model copy (only with ``per_task_model``)."""
