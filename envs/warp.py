@@ -173,12 +173,17 @@ class WarpBatch(DeviceBatchStepper):
                 mjw.subtree_vel(m, d)
         return self.family.observe(self._state)
 
+    def advance(self, controls: torch.Tensor) -> None:
+        """One env step of physics alone with ``controls [N, nu]`` (:meth:`step` without the
+        observation and reward; the floor a benchmark compares with)."""
+        self._ctrl.copy_(controls)
+        with self.wp.ScopedDevice(self.wp_device):
+            self._run_physics()
+
     def step(self, actions: torch.Tensor) -> DeviceStep:
         fam = self.family
         before = {name: copy(self._state[name]) for name in fam.before_fields}
-        self._ctrl.copy_(actions)
-        with self.wp.ScopedDevice(self.wp_device):
-            self._run_physics()
+        self.advance(actions)
         state, params = self._state, self.params
         terms, info = fam.reward_terms(before, state, actions, params)
         reward = torch.zeros(self.num_envs, device=self.device)

@@ -16,9 +16,11 @@ a family's batch stepper, so Gymnasium, Stable-Baselines3 and rendering see an o
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -268,6 +270,11 @@ class DeviceBatchStepper(ABC):
             k: torch.as_tensor(v, dtype=torch.float32).to(self.device)
             for k, v in self.family.task_params(self._tasks).items()
         }
+
+    def running(self) -> AbstractContextManager[None]:
+        """The scope of one batch's work (e.g. the device stream it runs on); the default is
+        no scope at all."""
+        return contextlib.nullcontext()
 
     @abstractmethod
     def initial_states(

@@ -23,7 +23,6 @@ Differences from the host backends, by design:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import warnings
@@ -127,9 +126,8 @@ class WarpSampler(Sampler):
         eps_host = np.empty((T, n, A), dtype=np.float32)
         for j, rng in enumerate(noise_rngs):
             eps_host[:, j] = rng.standard_normal((T, A), dtype=np.float32)
-        running = getattr(env, "running", None)
         # no_grad, not inference_mode: the batch's tensors enter the agents' autograd graphs.
-        with running() if running is not None else contextlib.nullcontext(), torch.no_grad():
+        with env.running(), torch.no_grad():
             eps = torch.from_numpy(eps_host).to(dev)
             starts = env.initial_states(reset_rngs, M)
             policy = _DevicePolicy(self.device_policy, job.params, G, E, dev)
