@@ -75,7 +75,10 @@ class WarpBatch(DeviceBatchStepper):
         deterministic: bool = True,
         cuda_graph: bool = True,
     ) -> None:
-        super().__init__(family, num_envs, torch.device(device))
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # Warp needs the index
+            device = torch.device("cuda", torch.cuda.current_device())
+        super().__init__(family, num_envs, device)
         self.wp, self.mjw = require_mujoco_warp()
         wp, mjw = self.wp, self.mjw
         wp.init()  # once per process; later calls return at once

@@ -100,6 +100,8 @@ class WarpSampler(Sampler):
             )
         if self.device.type not in ("cpu", "cuda"):
             raise ValueError(f"the warp backend runs on cpu or cuda devices, got {self.device}")
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         if self.device.type == "cpu":
             warnings.warn(CPU_DEVICE_WARNING, UserWarning, stacklevel=2)
         self.device_policy = copy.deepcopy(policy).to(self.device).eval()
