@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 import torch
 
+from metarl.arrays import namespace
 from metarl.envs.base import MujocoTaskFamily
+from metarl.envs.half_cheetah import HalfCheetahVel
 from metarl.family import BatchStep, DeviceStep
 from metarl.policies import GaussianMLPPolicy, RecurrentGaussianPolicy
 from metarl.registry import make_family
@@ -280,3 +282,48 @@ def test_a_cuda_graph_steps_as_the_launches_do() -> None:
             batches.append(sampler.sample(tasks, 2, seed=4))
     for key, value in batches[0].tensors().items():
         assert torch.equal(value, batches[1].tensors()[key]), key
+
+
+class _StopsAfterFiveCentimetres(HalfCheetahVel):
+    """HalfCheetahVel that terminates once the root has moved 5 cm (a family that can end
+    early: its resets come when the device says so, not at the horizon)."""
+
+    name = "HalfCheetahVelStop-test"
+
+    def terminated(self, state: dict[str, Any], params: dict[str, Any]) -> Any:
+        return namespace(state["qpos"]).abs(state["qpos"][:, 0]) > 0.05
+
+
+def test_a_family_that_terminates_resets_where_the_inline_backend_does() -> None:
+    family = _StopsAfterFiveCentimetres(horizon=12)
+    tasks = family.sample_tasks(2, np.random.default_rng(0))
+    policy = _cheetah_policy()
+    batches = {}
+    for backend in ("inline", "warp"):
+        with make_sampler(family, policy, backend) as sampler:
+            batches[backend] = sampler.sample(tasks, 2, seed=1, episodes_per_trial=3)
+    host, device = batches["inline"], batches["warp"]
+    assert bool(host.terminated.any()), "the test needs episodes that end early"
+    assert int(host.terminated.sum()) >= 4
+    for key in DISCRETE:
+        assert torch.equal(device.tensors()[key], host.tensors()[key]), key
+    starts = host.episode_start & (host.episode_id > 0)
+    torch.testing.assert_close(device.obs[starts], host.obs[starts], rtol=0, atol=1e-6)
+
+
+def test_a_diverged_policy_is_marked_as_the_inline_backend_marks_it() -> None:
+    family = make_family("HalfCheetahDir", horizon=6)
+    tasks = family.sample_tasks(2, np.random.default_rng(0))
+    policy = _cheetah_policy()
+    good = dict(policy.named_parameters())
+    broken = {k: torch.full_like(v, float("nan")) if k == "log_std" else v for k, v in good.items()}
+    batches = {}
+    for backend in ("inline", "warp"):
+        with make_sampler(family, policy, backend) as sampler:
+            batches[backend] = sampler.sample(tasks, 2, [good, broken], seed=2)
+    host, device = batches["inline"], batches["warp"]
+    assert host.diverged.tolist() == [False, False, True, True]
+    for key in DISCRETE:
+        assert torch.equal(device.tensors()[key], host.tensors()[key]), key
+    assert torch.equal(device.returns.isnan(), host.returns.isnan())
+    torch.testing.assert_close(device.last_obs[2:], host.last_obs[2:], rtol=0, atol=1e-6)
