@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: venv test test-fast test-mujoco33 lint format demo bench clean
+.PHONY: venv test test-fast test-mujoco33 test-warp lint format demo bench clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -23,6 +23,13 @@ test-mujoco33:
 	@VENV=.venv-mujoco33 EXTRAS=dev,metaworld MUJOCO_SPEC="mujoco==3.3.0" bash scripts/bootstrap.sh
 	.venv-mujoco33/bin/python -m pytest -m "not slow" tests/envs tests/core tests/sampling/test_sampler.py $(PYTEST_ARGS)
 	.venv-mujoco33/bin/python -m pytest tests/metaworld $(PYTEST_ARGS)
+
+## The warp backend's tests on MuJoCo Warp's CPU device, in .venv-warp with the warp extra
+## (mujoco-warp needs Python >= 3.11). The first run compiles MuJoCo Warp's kernels (about 35 s;
+## cached in ~/.cache/warp afterwards); `gpu`-marked tests run where CUDA exists.
+test-warp:
+	@VENV=.venv-warp EXTRAS=dev,warp bash scripts/bootstrap.sh
+	.venv-warp/bin/python -m pytest tests/warp $(PYTEST_ARGS)
 
 ## ruff (lint + format check) and mypy on the library.
 lint: venv

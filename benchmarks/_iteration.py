@@ -42,7 +42,8 @@ def build(agent_cls: Any, args: Any, **overrides: Any) -> Setup:
     device = resolve_device(args.device)
     agent = agent_cls(config, family.observation_space, family.action_space, device)
     tasks_source = FamilyTaskSampler(family)
-    sampler = make_sampler(tasks_source, agent.policy, args.backend, args.num_workers)
+    workers = args.num_workers if args.backend in ("processes", "ray") else 1
+    sampler = make_sampler(tasks_source, agent.policy, args.backend, workers)
     return Setup(family, config, device, agent, tasks_source, sampler, np.random.default_rng(0))
 
 

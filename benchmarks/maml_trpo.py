@@ -10,6 +10,7 @@ Prints one line per iteration and a summary; ``--json PATH`` writes the figures.
     python benchmarks/maml_trpo.py --quick         # 10 tasks x 5 episodes, 2 iterations
     python benchmarks/maml_trpo.py --num-adapt-steps 2   # two inner steps
     python benchmarks/maml_trpo.py --device cuda --backend processes --num-workers 2
+    python benchmarks/maml_trpo.py --device cuda --backend warp   # physics on the GPU too
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def describe(args: argparse.Namespace, config: Any, horizon: int, device: torch.
         f"MAML-TRPO ({args.preset} preset: {config.hidden_sizes} {config.activation}) on "
         f"{args.env}: {config.meta_batch_size} tasks x {config.episodes_per_task} episodes x "
         f"H={horizon}, device={device}, backend={args.backend}"
-        + (f" ({args.num_workers} workers)" if args.backend != "inline" else "")
+        + (f" ({args.num_workers} workers)" if args.backend in ("processes", "ray") else "")
         + f", {steps}, {'first' if args.first_order else 'second'} order, "
         + f"{args.torch_threads} torch thread{'s' if args.torch_threads > 1 else ''}"
     )
@@ -49,7 +50,9 @@ def main() -> None:
     parser.add_argument("--num-adapt-steps", type=int, default=1, help="inner steps per task")
     parser.add_argument("--first-order", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--backend", default="inline", choices=["inline", "processes", "ray"])
+    parser.add_argument(
+        "--backend", default="inline", choices=["inline", "processes", "ray", "warp"]
+    )
     parser.add_argument("--num-workers", type=int, default=2, help="processes/ray backends")
     parser.add_argument("--torch-threads", type=int, default=1, help="CPU threads of torch")
     quick = "10 tasks x 5 episodes, 2 iterations"
@@ -84,7 +87,7 @@ def main() -> None:
         "preset": args.preset,
         "device": str(device),
         "backend": args.backend,
-        "num_workers": args.num_workers if args.backend != "inline" else 1,
+        "num_workers": args.num_workers if args.backend in ("processes", "ray") else 1,
         "meta_batch_size": config.meta_batch_size,
         "episodes_per_task": config.episodes_per_task,
         "horizon": family.horizon,

@@ -21,10 +21,12 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from metarl.arrays import namespace
 from metarl.family import (
     Array,
     BatchStep,
     BatchStepper,
+    DeviceBatchStepper,
     FamilyTaskSampler,
     MetaEnv,
     ParamSpec,
@@ -119,6 +121,9 @@ class MujocoTaskFamily(TaskFamily):
             ``mj_step`` MuJoCo's are those of the state before the step.
         per_task_model: every env owns a copy of the model that :meth:`configure_model` edits
             (the dynamics families).
+        device_functions: :meth:`observe`, :meth:`reward_terms` and :meth:`terminated` are
+            written with :func:`metarl.arrays.namespace`, so they run on torch tensors as well:
+            the family can be stepped on a device (:meth:`make_device_batch`, the warp backend).
         camera_distance: distance of the tracking camera used by :meth:`BatchStepper.render`.
     """
 
@@ -129,6 +134,7 @@ class MujocoTaskFamily(TaskFamily):
     needs_contact_forces: ClassVar[bool] = False
     needs_subtree_state: bool = False
     per_task_model: ClassVar[bool] = False
+    device_functions: ClassVar[bool] = False
     camera_distance: ClassVar[float] = 4.0
 
     def __init__(self, variant: str | None = None, horizon: int | None = None) -> None:
@@ -182,13 +188,49 @@ class MujocoTaskFamily(TaskFamily):
 
     def terminated(self, state: dict[str, Array], params: dict[str, Array]) -> Array:
         """``[n]`` bool; the default never terminates."""
-        return np.zeros(state["qpos"].shape[0], dtype=bool)
+        return namespace(state["qpos"]).zeros_like(state["qpos"][:, 0], dtype=bool)
 
     def configure_model(self, model: mujoco.MjModel, task: Task) -> None:
         """Apply ``task`` to an env's own model copy (only with ``per_task_model``)."""
 
     def make_batch(self, num_envs: int) -> MujocoBatch:
         return MujocoBatch(self, num_envs)
+
+    def check_device_backend(self, backend: str) -> None:
+        """Raise unless this family runs on ``backend`` (only ``"warp"``: MuJoCo Warp).
+
+        Raises:
+            ValueError: another backend; a dynamics family (its model differs per task); a
+                family whose functions are numpy-only (one line each, before any work).
+            ImportError: MuJoCo Warp is not installed (naming the install command).
+        """
+        if backend != "warp":
+            raise ValueError(f"{self.name}: unknown device backend {backend!r}; the one is 'warp'")
+        if self.per_task_model:
+            raise ValueError(
+                f"{self.name} changes the model per task, which the warp backend does not "
+                "support yet (it needs per-world model parameters); use --backend inline, "
+                "processes or ray"
+            )
+        if not self.device_functions:
+            raise ValueError(
+                f"{self.name} is not supported on the warp backend yet (its observation and "
+                "reward functions are numpy-only); it runs HalfCheetahVel and HalfCheetahDir; "
+                "use --backend inline, processes or ray"
+            )
+        from metarl.envs.warp import require_mujoco_warp
+
+        require_mujoco_warp()
+
+    def make_device_batch(
+        self, num_envs: int, device: Any, backend: str = "warp", **options: Any
+    ) -> DeviceBatchStepper:
+        """``num_envs`` envs as the worlds of one MuJoCo Warp data on the torch ``device``
+        (:class:`~metarl.envs.warp.WarpBatch`; ``options`` go to it)."""
+        self.check_device_backend(backend)
+        from metarl.envs.warp import WarpBatch
+
+        return WarpBatch(self, num_envs, device, **options)
 
 
 def _update_subtree_state(model: mujoco.MjModel, data: mujoco.MjData) -> None:

@@ -75,6 +75,7 @@ class _DynamicsParams(MujocoTaskFamily):
     default_variant: ClassVar[str] = "pearl"
     variants: ClassVar[dict[str, Variant]] = {"pearl": Variant(horizon=200, source=_SOURCE)}
     per_task_model: ClassVar[bool] = True
+    device_functions: ClassVar[bool] = False  # reward_terms below is numpy-only
 
     def param_specs(self) -> dict[str, ParamSpec]:
         specs = {}

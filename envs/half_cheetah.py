@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from metarl.arrays import copy, namespace
 from metarl.envs.base import Array, GoalVelocityTasks, ParamSpec, Variant
 from metarl.envs.robots import HalfCheetahRobot
 from metarl.tasks import TaskSplit
@@ -90,12 +91,13 @@ class HalfCheetahVel(GoalVelocityTasks, HalfCheetahRobot):
         action: Array,
         params: dict[str, Array],
     ) -> tuple[dict[str, Array], dict[str, Array]]:
+        xp = namespace(action)
         v_x = self.x_velocity(before, state)
         terms = {
-            "reward_forward": -np.abs(v_x - params["velocity"]),
-            "reward_ctrl": -CTRL_COST_WEIGHT * np.sum(np.square(action), axis=1),
+            "reward_forward": -xp.abs(v_x - params["velocity"]),
+            "reward_ctrl": -CTRL_COST_WEIGHT * xp.sum(xp.square(action), axis=1),
         }
-        return terms, {"x_velocity": v_x, "x_position": state["qpos"][:, 0].copy()}
+        return terms, {"x_velocity": v_x, "x_position": copy(state["qpos"][:, 0])}
 
     def task_splits(self) -> dict[str, Callable[[], TaskSplit]]:
         splits = super().task_splits()
@@ -164,12 +166,13 @@ class HalfCheetahDir(HalfCheetahRobot):
         action: Array,
         params: dict[str, Array],
     ) -> tuple[dict[str, Array], dict[str, Array]]:
+        xp = namespace(action)
         v_x = self.x_velocity(before, state)
         terms = {
             "reward_forward": params["direction"] * v_x,
-            "reward_ctrl": -CTRL_COST_WEIGHT * np.sum(np.square(action), axis=1),
+            "reward_ctrl": -CTRL_COST_WEIGHT * xp.sum(xp.square(action), axis=1),
         }
-        return terms, {"x_velocity": v_x, "x_position": state["qpos"][:, 0].copy()}
+        return terms, {"x_velocity": v_x, "x_position": copy(state["qpos"][:, 0])}
 
     def task_splits(self) -> dict[str, Callable[[], TaskSplit]]:
         # Only two tasks exist: train and test on both (as MAML and PEARL do).

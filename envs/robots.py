@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from metarl.arrays import copy, namespace
 from metarl.envs.base import Array, MujocoTaskFamily
 
 __all__ = ["AntRobot", "HalfCheetahRobot", "HopperRobot", "HumanoidRobot", "Walker2dRobot"]
@@ -29,6 +30,7 @@ class HalfCheetahRobot(MujocoTaskFamily):
 
     xml_file: ClassVar[str] = "half_cheetah.xml"
     frame_skip: int = 5
+    device_functions: ClassVar[bool] = True
     camera_distance: ClassVar[float] = 4.0
     reset_noise_scale: ClassVar[float] = 0.1
     RLLAB_QPOS_NOISE: ClassVar[float] = 0.01
@@ -51,16 +53,17 @@ class HalfCheetahRobot(MujocoTaskFamily):
         return qpos, qvel
 
     def observe(self, state: dict[str, Array]) -> Array:
+        xp = namespace(state["qpos"])
         parts = [state["qpos"][:, 1:], state["qvel"]]
         if self.rllab:
             parts.append(state["subtree_com"][:, self.TORSO])
-        return np.concatenate(parts, axis=1)
+        return xp.concatenate(parts, axis=1)
 
     def x_velocity(self, before: dict[str, Array], state: dict[str, Array]) -> Array:
         """Forward velocity, ``[n]`` (m/s): of the root over the env step, or (``rllab``) of
         the centre of mass after it."""
         if self.rllab:
-            return state["subtree_linvel"][:, self.TORSO, 0].copy()
+            return copy(state["subtree_linvel"][:, self.TORSO, 0])
         return (state["qpos"][:, 0] - before["qpos"][:, 0]) / self.dt
 
 

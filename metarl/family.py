@@ -3,9 +3,11 @@
 A :class:`TaskFamily` defines a task distribution: which parameters a task has
 (:class:`ParamSpec`), how tasks are sampled, which fixed train/test splits it has, and how a
 batch of N environments with per-env tasks is stepped (:class:`BatchStepper`, returning a
-:class:`BatchStep`). The sampler, evaluation and rendering are written against these classes
-only; the built-in MuJoCo families (:mod:`metarl.envs`) and the generic Gymnasium path
-(:mod:`metarl.gym_family`) implement them and register by name in :mod:`metarl.registry`.
+:class:`BatchStep`; and, for families that can, :class:`DeviceBatchStepper`: the N envs as
+worlds of one simulator on a torch device, returning a :class:`DeviceStep`). The sampler,
+evaluation and rendering are written against these classes only; the built-in MuJoCo families
+(:mod:`metarl.envs`) and the generic Gymnasium path (:mod:`metarl.gym_family`) implement them
+and register by name in :mod:`metarl.registry`.
 
 :class:`MetaEnv` is the registered ``gymnasium.Env`` (``metarl/<Family>-v0``): the N = 1 view of
 a family's batch stepper, so Gymnasium, Stable-Baselines3 and rendering see an ordinary env.
@@ -14,21 +16,28 @@ a family's batch stepper, so Gymnasium, Stable-Baselines3 and rendering see an o
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from metarl.tasks import Task, TaskSplit, check_num_tasks
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
     "Array",
     "BatchStep",
     "BatchStepper",
+    "DeviceBatchStepper",
+    "DeviceStep",
     "FamilyTaskSampler",
     "MetaEnv",
     "ParamSpec",
@@ -187,6 +196,107 @@ class BatchStepper(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free rendering resources."""
+
+
+@dataclass
+class DeviceStep:
+    """One step of a :class:`DeviceBatchStepper`: torch tensors on its device, one row per env.
+
+    Attributes:
+        obs: ``[n, obs_dim]`` float32 observations after the step.
+        reward: ``[n]`` float32 rewards; the sum of ``terms`` in their order.
+        terminated: ``[n]`` bool, the family's termination condition.
+        terms: named reward terms, each ``[n]`` (the same names as the host path's).
+        info: other per-env diagnostics, each ``[n]`` or ``[n, k]``.
+    """
+
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    info: dict[str, torch.Tensor]
+
+
+class DeviceBatchStepper(ABC):
+    """N envs of one family as the worlds of one simulator on a torch device.
+
+    The device twin of :class:`BatchStepper`: every call acts on all N envs at once, its tensors
+    stay on ``device``, and nothing is copied to the host per step. The family's own
+    observation, reward and termination functions run on the simulator's arrays (see
+    :mod:`metarl.arrays`). Initial states are drawn on the host from the same generators, in
+    the same order, as the host path draws them, and reach the device once per batch.
+
+    Attributes:
+        family: the family.
+        num_envs: ``N``, the number of worlds.
+        device: the torch device every tensor lives on.
+        may_terminate: whether :attr:`DeviceStep.terminated` can ever be True (a family that
+            never terminates lets the sampler schedule every reset without looking at the
+            device).
+    """
+
+    family: TaskFamily
+    num_envs: int
+    device: torch.device
+    may_terminate: bool = True
+
+    def __init__(self, family: TaskFamily, num_envs: int, device: torch.device) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ValueError(
+                f"{family.name}: a batch needs at least one env, got num_envs={num_envs!r}"
+            )
+        self.family = family
+        self.num_envs = int(num_envs)
+        self.device = device
+        self._tasks: list[Task] = [family.default_task()] * self.num_envs
+        self.params = self._device_params()
+
+    @property
+    def tasks(self) -> list[Task]:
+        return list(self._tasks)
+
+    def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None:
+        """Give env ``j`` the task ``tasks[j]`` (validated), for all N envs; the reward
+        changes from the next step on."""
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"{self.family.name}: {len(tasks)} tasks for {self.num_envs} envs")
+        self._tasks = [self.family.validate_task(t) for t in tasks]
+        self.params = self._device_params()
+
+    def _device_params(self) -> dict[str, torch.Tensor]:
+        import torch
+
+        return {
+            k: torch.as_tensor(v, dtype=torch.float32).to(self.device)
+            for k, v in self.family.task_params(self._tasks).items()
+        }
+
+    def running(self) -> AbstractContextManager[None]:
+        """The scope of one batch's work (e.g. the device stream it runs on); the default is
+        no scope at all."""
+        return contextlib.nullcontext()
+
+    @abstractmethod
+    def initial_states(
+        self, rngs: Sequence[np.random.Generator], count: int
+    ) -> dict[str, torch.Tensor]:
+        """``count`` initial states of every env, each ``[N, count, ...]`` on the device.
+
+        Env ``j``'s come from ``rngs[j]``, drawn in the order its host batch would draw them
+        over ``count`` consecutive resets.
+        """
+
+    @abstractmethod
+    def reset(self, states: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Reset the envs where ``mask [N]`` is True to ``states`` (each ``[N, ...]``, rows
+        of the others ignored); returns every env's observation ``[N, obs_dim]``."""
+
+    @abstractmethod
+    def step(self, actions: torch.Tensor) -> DeviceStep:
+        """Apply ``actions [N, act_dim]`` (already inside the action space) for one env step."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the simulator's memory."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +472,29 @@ class TaskFamily(ABC):
     @abstractmethod
     def make_batch(self, num_envs: int) -> BatchStepper:
         """A batch of ``num_envs`` envs, each with :meth:`default_task` until ``set_tasks``."""
+
+    def check_device_backend(self, backend: str) -> None:
+        """Raise if this family cannot run on the device backend ``backend`` (``"warp"``).
+
+        Called by the sampler before any work; the default: no family can.
+
+        Raises:
+            ValueError: one line naming the family, why, and what to use instead.
+        """
+        raise ValueError(
+            f"{self.name} has no simulator on a device: the {backend} backend steps built-in "
+            "MuJoCo families only; use --backend inline, processes or ray"
+        )
+
+    def make_device_batch(
+        self, num_envs: int, device: torch.device, backend: str = "warp"
+    ) -> DeviceBatchStepper:
+        """``num_envs`` envs as worlds of one simulator on ``device`` (see
+        :meth:`check_device_backend` for which families and backends can)."""
+        self.check_device_backend(backend)
+        raise NotImplementedError(
+            f"{type(self).__name__} passes check_device_backend but builds no device batch"
+        )
 
     @property
     def dt(self) -> float:

@@ -160,7 +160,7 @@ class RunArgs:
     """Where the optimization runs: auto, cpu, cuda (sampling stays on CPU workers)."""
     resume: Path | None = None
     """Continue the run in this folder from its latest checkpoint."""
-    backend: Literal["inline", "processes", "ray"] = "inline"
+    backend: Literal["inline", "processes", "ray", "warp"] = "inline"
     """Sampler backend."""
     num_workers: int = 1
     """Worker processes or Ray actors (processes/ray backends)."""

@@ -5,7 +5,9 @@ Backends share one interface, ``sample(tasks, episodes_per_task, params=None, se
 - :class:`InlineSampler`: in this process;
 - :class:`ProcessSampler`: worker processes that each own whole tasks and synchronise once per
   batch;
-- :class:`RaySampler`: Ray actors, on one machine or a cluster (``metarl[ray]``).
+- :class:`RaySampler`: Ray actors, on one machine or a cluster (``metarl[ray]``);
+- :class:`WarpSampler`: every column as a world of one MuJoCo Warp simulation on the torch
+  device, the policy's forward there too (``metarl[warp]``; the families that support it).
 
 The source is a built-in task family (the batched MuJoCo fast path) or any task sampler with
 ``make_env(task)`` (the generic Gymnasium path, through ``env.step``).
@@ -28,6 +30,7 @@ from metarl.sampling.sampler import (
     split_tasks,
 )
 from metarl.sampling.trials import recurrent_inputs
+from metarl.sampling.warp_backend import WarpSampler
 
 
 def make_sampler(
@@ -36,15 +39,24 @@ def make_sampler(
     backend: str = "inline",
     num_workers: int = 1,
     horizon: int | None = None,
+    device: str | torch.device | None = None,
 ) -> Sampler:
-    """The sampler backend ``backend`` (inline, processes, ray) for ``source`` and ``policy``."""
+    """The sampler backend ``backend`` (inline, processes, ray, warp) for ``source`` and
+    ``policy``; ``device`` is the warp backend's (default: the policy's)."""
+    if backend == "warp":
+        if num_workers != 1:
+            raise ValueError(
+                f"the warp backend steps every column in one simulation; num_workers must be 1, "
+                f"got {num_workers}"
+            )
+        return WarpSampler(source, policy, horizon=horizon, device=device)
     if backend == "inline":
         return InlineSampler(source, policy, horizon=horizon)
     if backend == "processes":
         return ProcessSampler(source, policy, num_workers=num_workers, horizon=horizon)
     if backend == "ray":
         return RaySampler(source, policy, num_workers=num_workers, horizon=horizon)
-    raise ValueError(f"unknown sampler backend {backend!r}; choose inline, processes or ray")
+    raise ValueError(f"unknown sampler backend {backend!r}; choose inline, processes, ray or warp")
 
 
 __all__ = [
@@ -58,6 +70,7 @@ __all__ = [
     "RaySampler",
     "RolloutWorker",
     "Sampler",
+    "WarpSampler",
     "WorkerError",
     "column_rngs",
     "make_sampler",

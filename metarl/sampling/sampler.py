@@ -175,7 +175,7 @@ class Sampler(ABC):
                 them and reset only at the start of the trial. ``T = M * horizon``.
 
         Returns:
-            The :class:`EpisodeBatch`, on the CPU.
+            The :class:`EpisodeBatch`, on the CPU (a device backend's: on its device).
 
         Raises:
             ValueError: zero tasks, bad counts or seed, or parameter sets that do not match
@@ -224,10 +224,12 @@ class Sampler(ABC):
         """Run every job (one per worker) and return their results in order."""
 
     def _assemble(
-        self, results: list[dict[str, Array]], tasks: list[Task], E: int, M: int
+        self, results: list[dict[str, Any]], tasks: list[Task], E: int, M: int
     ) -> EpisodeBatch:
         def join(key: str, axis: int) -> torch.Tensor:
             parts = [r[key] for r in results]
+            if isinstance(parts[0], torch.Tensor):  # a device backend's, already on its device
+                return parts[0] if len(parts) == 1 else torch.cat(parts, dim=axis)
             value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
             if not value.flags.writeable:  # Ray hands out read-only zero-copy arrays
                 value = value.copy()
@@ -254,8 +256,9 @@ class Sampler(ABC):
             for key in results[0]
             if key.startswith(INFO_PREFIX)
         }
-        values["task_index"] = torch.arange(K).repeat_interleave(E)
-        values["episode_index"] = torch.arange(E).repeat(K)
+        device = values["obs"].device
+        values["task_index"] = torch.arange(K, device=device).repeat_interleave(E)
+        values["episode_index"] = torch.arange(E, device=device).repeat(K)
         return EpisodeBatch(
             **values,
             tasks=list(tasks),
