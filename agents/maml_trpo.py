@@ -353,13 +353,13 @@ class MAMLTRPO(MetaAgent):
         pre: list[EpisodeBatch] = []
         adapted: Params | None = None
         for _ in range(self.config.num_adapt_steps):
-            batch = self._sample(sampler, tasks, adapted, rng, clock)
+            batch = self.sample_episodes(sampler, tasks, adapted, rng, clock).to(self.device)
             pre.append(batch)
             train = TaskSteps.pack(batch, self.advantages(batch))
             t0 = time.perf_counter()
             adapted = objective.adapt(train)
             clock["time/optimization"] += time.perf_counter() - t0
-        post = self._sample(sampler, tasks, adapted, rng, clock)
+        post = self.sample_episodes(sampler, tasks, adapted, rng, clock).to(self.device)
         valid = TaskSteps.pack(post, self.advantages(post))
         t0 = time.perf_counter()
         result, nonfinite = self._trpo_step(objective, valid)
@@ -390,22 +390,6 @@ class MAMLTRPO(MetaAgent):
             self.policy, cfg.adapt_lr, cfg.first_order, cfg.cpu_chunk_steps, score
         )
         return kernel or AutogradMetaObjective(self.policy, cfg.adapt_lr, cfg.first_order)
-
-    def _sample(
-        self,
-        sampler: Sampler,
-        tasks: list[Task],
-        params: Params | None,
-        rng: np.random.Generator,
-        clock: dict[str, float],
-    ) -> EpisodeBatch:
-        t0 = time.perf_counter()
-        seed = int(rng.integers(2**62))
-        cpu = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
-        batch = sampler.sample(tasks, self.config.episodes_per_task, params=cpu, seed=seed)
-        batch = batch.to(self.device)
-        clock["time/sampling"] += time.perf_counter() - t0
-        return batch
 
     def _trpo_step(
         self, objective: MetaObjective, valid: TaskSteps
@@ -440,11 +424,6 @@ class MAMLTRPO(MetaAgent):
         return result, False
 
     # -- meta-test ---------------------------------------------------------------------------
-    def exploration_policy(self, num_tasks: int) -> AdaptedPolicy:
-        if num_tasks < 1:
-            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-        return AdaptedPolicy(params=None, num_tasks=num_tasks)
-
     def adapt(
         self, policy: AdaptedPolicy, episodes: EpisodeBatch, lr: float | None = None
     ) -> AdaptedPolicy:

@@ -385,7 +385,9 @@ class ReptilePPO(MetaAgent):
         sums: dict[str, float] = {}  # each round's PPO metrics, summed over the rounds
         steps = 0
         for r in range(cfg.num_adapt_steps):
-            batch = self._sample(sampler, tasks, None if r == 0 else params, rng, clock)
+            batch = self.sample_episodes(
+                sampler, tasks, None if r == 0 else split_params(params)[0], rng, clock
+            )
             first = batch if first is None else first
             returns.append(float(batch.returns.mean()))
             steps += batch.num_steps
@@ -394,7 +396,7 @@ class ReptilePPO(MetaAgent):
             clock["time/optimization"] += time.perf_counter() - t0
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
-        post = self._sample(sampler, tasks, params, rng, clock)
+        post = self.sample_episodes(sampler, tasks, split_params(params)[0], rng, clock)
         steps += post.num_steps
         t0 = time.perf_counter()
         lr, skipped = self._outer_step(theta, params)
@@ -415,24 +417,6 @@ class ReptilePPO(MetaAgent):
             "time/env_steps_per_s": steps / max(time.perf_counter() - t_start, 1e-9),
         }
 
-    def _sample(
-        self,
-        sampler: Sampler,
-        tasks: list[Task],
-        params: Params | None,
-        rng: np.random.Generator,
-        clock: dict[str, float],
-    ) -> EpisodeBatch:
-        """``episodes_per_task`` episodes of each task's policy in ``params`` (None: theta)."""
-        t0 = time.perf_counter()
-        seed = int(rng.integers(2**62))
-        pol = None
-        if params is not None:
-            pol = {k: v.detach().cpu() for k, v in split_params(params)[0].items()}
-        batch = sampler.sample(tasks, self.config.episodes_per_task, params=pol, seed=seed)
-        clock["time/sampling"] += time.perf_counter() - t0
-        return batch
-
     def _outer_step(self, theta: Params, params: Params) -> tuple[float, int]:
         """The Reptile step toward the mean of the finite adapted sets; ``(meta_lr, skipped)``."""
         cfg = self.config
@@ -450,11 +434,6 @@ class ReptilePPO(MetaAgent):
         return lr, K - int(ok.sum())
 
     # -- meta-test ---------------------------------------------------------------------------
-    def exploration_policy(self, num_tasks: int) -> AdaptedPolicy:
-        if num_tasks < 1:
-            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-        return AdaptedPolicy(params=None, num_tasks=num_tasks)
-
     def adapt(
         self, policy: AdaptedPolicy, episodes: EpisodeBatch, lr: float | None = None, seed: int = 0
     ) -> AdaptedPolicy:

@@ -9,6 +9,7 @@ step for MAML-TRPO and Reptile-PPO, a hidden-state update for RL^2.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -157,9 +158,30 @@ class MetaAgent(ABC):
         ``time/...``, ``env_steps``).
         """
 
-    @abstractmethod
     def exploration_policy(self, num_tasks: int) -> AdaptedPolicy:
-        """The policy that collects the first episodes on ``num_tasks`` new tasks."""
+        """The policy that collects the first episodes on ``num_tasks`` new tasks (the
+        gradient agents': the meta-parameters themselves, ``params=None``)."""
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        return AdaptedPolicy(params=None, num_tasks=num_tasks)
+
+    def sample_episodes(
+        self,
+        sampler: Sampler,
+        tasks: list[Task],
+        params: Mapping[str, torch.Tensor] | None,
+        rng: np.random.Generator,
+        clock: dict[str, float],
+    ) -> EpisodeBatch:
+        """``config.episodes_per_task`` episodes of each task with its parameters in ``params``
+        (``[K, ...]``; None: the policy's own), seeded from ``rng``; the time goes to
+        ``clock["time/sampling"]``."""
+        t0 = time.perf_counter()
+        seed = int(rng.integers(2**62))
+        cpu = None if params is None else {k: v.detach().cpu() for k, v in params.items()}
+        batch = sampler.sample(tasks, self.config.episodes_per_task, params=cpu, seed=seed)
+        clock["time/sampling"] = clock.get("time/sampling", 0.0) + time.perf_counter() - t0
+        return batch
 
     @abstractmethod
     def adapt(
