@@ -368,6 +368,13 @@ def iterations(cell: Cell) -> int:
     return max(1, math.ceil(cell.budget / per))
 
 
+def env_steps(cell: Cell) -> tuple[int, int]:
+    """``(total, per iteration)``: the env steps a seed of the cell samples at most."""
+    run, config = _resolved(cell)
+    per = steps_per_iteration(cell.algo, config, _horizon(run))
+    return iterations(cell) * per, per
+
+
 # --------------------------------------------------------------------------------------------
 # run
 # --------------------------------------------------------------------------------------------
@@ -1009,8 +1016,7 @@ def _list() -> int:
     for cell in CELLS.values():
         try:
             total = iterations(cell)
-            run, config = _resolved(cell)
-            steps = total * steps_per_iteration(cell.algo, config, _horizon(run))
+            steps, _ = env_steps(cell)
         except (ImportError, ValueError) as exc:  # e.g. Meta-World not installed here
             print(f"{cell.name:<32} {cell.algo:<12} {cell.family}: not here ({exc})")
             continue

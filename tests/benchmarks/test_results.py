@@ -85,18 +85,21 @@ def test_steps_per_iteration_counts_every_sampled_episode() -> None:
 
 
 def test_cells_of_a_group_train_on_the_same_budget() -> None:
+    """Every group compares its agents at equal experience: each cell's seed samples the
+    group's budget (a cell's own, or what a preset's iterations sample) within one iteration."""
     groups: dict[str, list[tuple[int, int]]] = {}
+    budgets: dict[str, int] = {}
     for cell in R.CELLS.values():
-        run, config = R._resolved(cell)
-        per = R.steps_per_iteration(cell.algo, config, R._horizon(run))
-        groups.setdefault(cell.group, []).append((R.iterations(cell) * per, per))
-    point = groups["Point2DNav (maml-rllab, H = 100), 8M env steps"]
-    params = groups["HalfCheetahParams (pearl, H = 200), 6M env steps"]
-    assert len(point) == len(params) == 3
-    # Each reaches the budget and stops within one iteration of it.
-    for budget, cells in ((R.POINT_BUDGET, point), (R.PARAMS_BUDGET, params)):
+        total, per = R.env_steps(cell)
+        groups.setdefault(cell.group, []).append((total, per))
+        budgets[cell.group] = max(budgets.get(cell.group, 0), cell.budget or total)
+    assert len(groups["Point2DNav (maml-rllab, H = 100), 8M env steps"]) == 3
+    assert len(groups["HalfCheetahParams (pearl, H = 200), 6M env steps"]) == 3
+    assert len(groups["HalfCheetahDir (maml-100hz, H = 200), 32M env steps"]) == 3
+    assert len(groups["HalfCheetahVel (maml-100hz, H = 200), 76M env steps"]) == 3
+    for group, cells in groups.items():
         for total, per in cells:
-            assert budget <= total < budget + per
+            assert budgets[group] <= total < budgets[group] + per, group
 
 
 # -- run -----------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ from metarl.plots import plot_adaptation
 from metarl.runs import RunError, write_atomically
 from metarl.sampling import make_sampler
 
+ROOT = Path(__file__).resolve().parents[2]
+
 HORIZON = 10  # the tiny runs' episode length (conftest.py)
 TINY = {"num_tasks": 3, "num_steps": 2, "episodes_per_step": 2, "seeds": [0, 1]}
 
@@ -127,14 +129,16 @@ def test_published_reference_only_where_the_setting_matches() -> None:
     cheetah = published_reference("HalfCheetahDir", "maml-100hz", 200, paper)
     assert cheetah is not None and cheetah.returns[1] == 293.2
     assert published_reference("HalfCheetahDir", "maml-rllab", 200, paper) is cheetah
-    # Results store the curve; those written when a curve had one variant still load.
+    # Result files store the curve; those written when a curve had one variant still load.
     from dataclasses import asdict
 
-    from metarl.evaluation.meta_test import _published_from_json
-
-    assert _published_from_json(json.loads(json.dumps(asdict(cheetah)))) == cheetah
-    old = {k: v for k, v in asdict(cheetah).items() if k != "variants"} | {"variant": "maml-100hz"}
-    assert _published_from_json(old).variants == ("maml-100hz",)
+    saved = json.loads((ROOT / "results/cheetah-dir-maml-trpo-paper/seed-0/eval.json").read_text())
+    saved["reference"] = json.loads(json.dumps(asdict(cheetah)))
+    assert EvalResult.from_json(saved).reference == cheetah
+    saved["reference"] = {k: v for k, v in saved["reference"].items() if k != "variants"} | {
+        "variant": "maml-100hz"
+    }
+    assert EvalResult.from_json(saved).reference.variants == ("maml-100hz",)
     assert published_reference("HumanoidDir", "pearl", 200, paper) is None  # no table
     ant = published_reference("AntDir", "maml", 200, make_protocol("paper", "AntDir"))
     assert ant is not None and ant.episodes_per_step == 40
