@@ -157,11 +157,13 @@ class RunArgs:
     run_dir: Path | None = None
     """Where the run folder goes; None: runs/<algo>-<env>-<time>."""
     device: str = "auto"
-    """Where the optimization runs: auto, cpu, cuda (sampling stays on CPU workers)."""
+    """Where the optimization runs: auto, cpu, cuda (sampling stays on CPU workers, but for
+    the warp backend's, which steps the physics and the policy on this device too)."""
     resume: Path | None = None
     """Continue the run in this folder from its latest checkpoint."""
     backend: Literal["inline", "processes", "ray", "warp"] = "inline"
-    """Sampler backend."""
+    """Sampler backend: inline (this process), processes, ray, or warp (MuJoCo Warp on the
+    device; HalfCheetahVel and HalfCheetahDir, pip install 'metarl[warp]')."""
     num_workers: int = 1
     """Worker processes or Ray actors (processes/ray backends)."""
     torch_threads: int = 1
