@@ -146,6 +146,18 @@ CELLS: dict[str, Cell] = {
             "of the value network (see the findings)",
         ),
         Cell(
+            "point2d-rl2-ppo-ent0",
+            "rl2-ppo",
+            "Point2DNav",
+            "maml-rllab",
+            "default",
+            budget=POINT_BUDGET,
+            flags=("--ent-coef", "0"),
+            group="Point2DNav ablation: RL^2-PPO's entropy bonus, 8M env steps",
+            note="point2d-rl2-ppo without the entropy bonus, whose std ran away on clipped "
+            "actions in two of three seeds (see the findings)",
+        ),
+        Cell(
             "point2d-rl2-ppo",
             "rl2-ppo",
             "Point2DNav",
