@@ -21,6 +21,7 @@ K episodes and reads the return of episode 1..K.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,14 @@ class RL2PPOConfig:
     """Width of the recurrent state h."""
     init_std: float = 1.0
     """Initial action standard deviation."""
+    min_std: float | None = None
+    """Lower bound on the action standard deviation (None: none). After every PPO step the
+    learned std is projected back into [min_std, max_std], so a std that PPO drives down
+    (without an entropy bonus it collapses on Point2DNav) keeps exploring, and a gradient
+    that points back inside still moves it (a clamp inside the forward pass would not)."""
+    max_std: float | None = None
+    """Upper bound on the action standard deviation (None: none); see ``min_std``. With
+    actions clipped to the range, an entropy bonus can widen the std without limit."""
     gamma: float = 0.99
     """Discount factor (across the whole trial)."""
     gae_lambda: float = 0.95
@@ -115,6 +124,19 @@ class RL2PPOConfig:
             (self.cell in RECURRENT_CELLS, "cell", f"one of {sorted(RECURRENT_CELLS)}"),
             (self.hidden_size >= 1, "hidden_size", ">= 1"),
             (self.init_std > 0, "init_std", "> 0"),
+            (self.min_std is None or self.min_std > 0, "min_std", "> 0 or None (no bound)"),
+            (self.max_std is None or self.max_std > 0, "max_std", "> 0 or None (no bound)"),
+            (
+                self.min_std is None or self.max_std is None or self.min_std < self.max_std,
+                "max_std",
+                f"above min_std = {self.min_std}",
+            ),
+            (
+                (self.min_std is None or self.init_std >= self.min_std)
+                and (self.max_std is None or self.init_std <= self.max_std),
+                "init_std",
+                f"within [min_std, max_std] = [{self.min_std}, {self.max_std}]",
+            ),
             (0 <= self.gamma <= 1, "gamma", "in [0, 1]"),
             (0 <= self.gae_lambda <= 1, "gae_lambda", "in [0, 1]"),
             (self.clip_coef > 0, "clip_coef", "> 0"),
@@ -363,8 +385,20 @@ class RL2PPO(MetaAgent):
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
         self.optimizer.step()
+        self._bound_std()
         metrics["grad_norm"] = grad_norm.detach()
         return {k: float(v) for k, v in metrics.items()}
+
+    def _bound_std(self) -> None:
+        """Project the learned std back into ``[min_std, max_std]`` (a no-op without bounds)."""
+        low, high = self.config.min_std, self.config.max_std
+        if low is None and high is None:
+            return
+        with torch.no_grad():
+            self.policy.log_std.clamp_(
+                min=None if low is None else math.log(low),
+                max=None if high is None else math.log(high),
+            )
 
     # -- meta-test ---------------------------------------------------------------------------
     def exploration_policy(self, num_tasks: int) -> AdaptedPolicy:

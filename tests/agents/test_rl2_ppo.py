@@ -251,6 +251,35 @@ def test_train_step_metrics_and_update(tmp_path: Path) -> None:
     assert "hidden_to_hidden.weight" in changed and "value_head.weight" in changed
 
 
+@pytest.mark.parametrize(
+    ("init_std", "bounds", "ent_coef"),
+    [(0.3, {"min_std": 0.3}, 0.0), (1.0, {"max_std": 1.0}, 5.0)],
+    ids=["floor", "ceiling"],
+)
+def test_std_bounds_hold_after_every_update(
+    init_std: float, bounds: dict[str, float], ent_coef: float
+) -> None:
+    # Unbounded, the same updates push the std through the bound (the bound then binds): a
+    # std that PPO narrows from 0.3, and one that a large entropy bonus widens from 1.0.
+    family = make_family("Point2DNav", horizon=H)
+    tasks = FamilyTaskSampler(family).sample(3, np.random.default_rng(0))
+    stds = {}
+    for bounded in (False, True):
+        torch.manual_seed(0)
+        config = replace(TINY, init_std=init_std, ent_coef=ent_coef, **(bounds if bounded else {}))
+        agent = RL2PPO(config, family.observation_space, family.action_space)
+        sampler = InlineSampler(family, agent.policy)
+        stds[bounded] = []
+        for i in range(3):
+            agent.train_step(sampler, tasks, np.random.default_rng(i))
+            stds[bounded].append(agent.policy.log_std.detach().exp())
+    bound = next(iter(bounds.values()))
+    side = 1.0 if "min_std" in bounds else -1.0
+    assert bool((side * (stds[False][-1] - bound) < 0).any())  # crossed without the bound
+    for std in stds[True]:
+        assert bool((side * (std - bound) >= -1e-6).all())
+
+
 def test_resume_is_bit_identical(tmp_path: Path) -> None:
     def run(name: str, **kw: object) -> RunArgs:
         return RunArgs(
@@ -324,6 +353,12 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         RL2PPOConfig(meta_batch_size=2, num_minibatches=3)
     with pytest.raises(ValueError, match="cell must be one of"):
         RL2PPOConfig(cell="rnn")
+    with pytest.raises(ValueError, match="min_std must be > 0 or None"):
+        RL2PPOConfig(min_std=0.0)
+    with pytest.raises(ValueError, match=r"max_std must be above min_std = 0\.5, got 0\.2"):
+        RL2PPOConfig(init_std=0.3, min_std=0.5, max_std=0.2)
+    with pytest.raises(ValueError, match=r"init_std must be within \[min_std, max_std\]"):
+        RL2PPOConfig(init_std=1.0, max_std=0.5)
     with pytest.raises(ValueError, match="no preset 'huge'"):
         RL2PPO.preset("huge", "Point2DNav")
     agent, sampler, tasks = make_agent()
