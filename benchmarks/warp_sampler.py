@@ -1,7 +1,7 @@
 """Env steps/s of the warp backend against C MuJoCo's processes backend, in the same run.
 
-For each family the warp backend supports (HalfCheetahVel today; AntDir is listed and skipped
-with the backend's own reason until it is supported) and each world count, prints:
+For each family (HalfCheetahVel and AntDir; ``--families`` for others) and each world count,
+prints:
 
 - ``warp_physics``: MuJoCo Warp alone, ``frame_skip`` steps of every world per env step, no
   policy, observation or reward (the floor of the backend on this device);

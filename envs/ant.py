@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from metarl.arrays import constant, copy, namespace
 from metarl.envs.base import Array, GoalVelocityTasks, ParamSpec, Variant
 from metarl.envs.robots import AntRobot
 from metarl.tasks import Task, TaskSplit
@@ -53,9 +54,14 @@ def _position_info(
     return {
         "x_velocity": velocity[:, 0],
         "y_velocity": velocity[:, 1],
-        "x_position": state["qpos"][:, 0].copy(),
-        "y_position": state["qpos"][:, 1].copy(),
+        "x_position": copy(state["qpos"][:, 0]),
+        "y_position": copy(state["qpos"][:, 1]),
     }
+
+
+def _never(state: dict[str, Array]) -> Array:
+    """``[n]`` False: a variant that never terminates."""
+    return namespace(state["qpos"]).zeros_like(state["qpos"][:, 0], dtype=bool)
 
 
 class _AntFamily(AntRobot):
@@ -63,12 +69,15 @@ class _AntFamily(AntRobot):
 
     def _maml_ctrl_cost(self, action: Array) -> Array:
         """``0.005 * ||a / s||^2`` per env, ``[n]``."""
-        return MAML_CTRL_COST_WEIGHT * np.sum(np.square(action / self.action_half_range), axis=1)
+        xp = namespace(action)
+        scaled = action / constant(self.action_half_range, action)
+        return MAML_CTRL_COST_WEIGHT * xp.sum(xp.square(scaled), axis=1)
 
     @staticmethod
     def _ctrl_cost(action: Array, weight: float) -> Array:
         """``weight * ||a||^2`` per env, ``[n]``."""
-        return weight * np.sum(np.square(action), axis=1)
+        xp = namespace(action)
+        return weight * xp.sum(xp.square(action), axis=1)
 
     def _fall_terminated(self, state: dict[str, Array], z_range: tuple[float, float]) -> Array:
         """``[n]`` bool: state non-finite or torso ``z`` outside ``z_range`` (inclusive ends)."""
@@ -179,11 +188,11 @@ class AntDir(_AntFamily):
         action: Array,
         params: dict[str, Array],
     ) -> tuple[dict[str, Array], dict[str, Array]]:
+        xp = namespace(action)
         info = _position_info(before, state, self.dt)
-        n = action.shape[0]
         if self._uses_angle:
             angle = params["angle"]
-            forward = info["x_velocity"] * np.cos(angle) + info["y_velocity"] * np.sin(angle)
+            forward = info["x_velocity"] * xp.cos(angle) + info["y_velocity"] * xp.sin(angle)
             ctrl = self._ctrl_cost(action, PROMP_CTRL_COST_WEIGHT)
             survive = PROMP_SURVIVE_REWARD
         else:
@@ -194,14 +203,14 @@ class AntDir(_AntFamily):
             "reward_forward": forward,
             "reward_ctrl": -ctrl,
             "reward_contact": -self.contact_cost(state),
-            "reward_survive": np.full(n, survive),
+            "reward_survive": namespace(forward).full_like(forward, survive),
         }
         return terms, info
 
     def terminated(self, state: dict[str, Array], params: dict[str, Array]) -> Array:
         z_range = self.variants[self.variant].options["healthy_z_range"]
         if z_range is None:
-            return np.zeros(state["qpos"].shape[0], dtype=bool)
+            return _never(state)
         return self._fall_terminated(state, z_range)
 
     def task_splits(self) -> dict[str, Callable[[], TaskSplit]]:
@@ -256,12 +265,14 @@ class AntVel(GoalVelocityTasks, _AntFamily):
         action: Array,
         params: dict[str, Array],
     ) -> tuple[dict[str, Array], dict[str, Array]]:
+        xp = namespace(action)
         info = _position_info(before, state, self.dt)
+        forward = -xp.abs(info["x_velocity"] - params["velocity"]) + 1.0
         terms = {
-            "reward_forward": -np.abs(info["x_velocity"] - params["velocity"]) + 1.0,
+            "reward_forward": forward,
             "reward_ctrl": -self._maml_ctrl_cost(action),
             "reward_contact": -self.contact_cost(state),
-            "reward_survive": np.full(action.shape[0], MAML_SURVIVE_REWARD),
+            "reward_survive": xp.full_like(forward, MAML_SURVIVE_REWARD),
         }
         return terms, info
 
@@ -341,8 +352,9 @@ class AntGoal(_AntFamily):
         action: Array,
         params: dict[str, Array],
     ) -> tuple[dict[str, Array], dict[str, Array]]:
+        xp = namespace(action)
         info = _position_info(before, state, self.dt)
-        distance = np.sum(np.abs(state["qpos"][:, 0:2] - params["goal"]), axis=1)
+        distance = xp.sum(xp.abs(state["qpos"][:, 0:2] - params["goal"]), axis=1)
         info["goal_distance_l1"] = distance
         if self.variant == "pearl":
             terms = {
@@ -355,11 +367,11 @@ class AntGoal(_AntFamily):
                 "reward_goal": -distance + 4.0,
                 "reward_ctrl": -self._maml_ctrl_cost(action),
                 "reward_contact": -self.contact_cost(state),
-                "reward_survive": np.full(action.shape[0], MAML_SURVIVE_REWARD),
+                "reward_survive": xp.full_like(distance, MAML_SURVIVE_REWARD),
             }
         return terms, info
 
     def terminated(self, state: dict[str, Array], params: dict[str, Array]) -> Array:
         if self.variant == "pearl":
-            return np.zeros(state["qpos"].shape[0], dtype=bool)
+            return _never(state)
         return self._fall_terminated(state, (0.2, 1.0))

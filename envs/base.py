@@ -135,6 +135,9 @@ class MujocoTaskFamily(TaskFamily):
     needs_subtree_state: bool = False
     per_task_model: ClassVar[bool] = False
     device_functions: ClassVar[bool] = False
+    device_physics_note: ClassVar[str | None] = None
+    """Where MuJoCo Warp's physics of this family is known to differ from C MuJoCo's beyond
+    float32 rounding; the warp backend warns with it when it builds the family's worlds."""
     camera_distance: ClassVar[float] = 4.0
 
     def __init__(self, variant: str | None = None, horizon: int | None = None) -> None:
@@ -215,7 +218,8 @@ class MujocoTaskFamily(TaskFamily):
         if not self.device_functions:
             raise ValueError(
                 f"{self.name} is not supported on the warp backend yet (its observation and "
-                "reward functions are numpy-only); it runs HalfCheetahVel and HalfCheetahDir; "
+                "reward functions are numpy-only); it runs HalfCheetahVel, HalfCheetahDir, AntDir, "
+                "AntVel and AntGoal; "
                 "use --backend inline, processes or ray"
             )
         from metarl.envs.warp import require_mujoco_warp

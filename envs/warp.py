@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import warnings
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
@@ -81,6 +82,9 @@ class WarpBatch(DeviceBatchStepper):
         super().__init__(family, num_envs, device)
         self.wp, self.mjw = require_mujoco_warp()
         wp, mjw = self.wp, self.mjw
+        note = getattr(family, "device_physics_note", None)
+        if note:
+            warnings.warn(f"{family.name} on MuJoCo Warp: {note}", UserWarning, stacklevel=2)
         wp.init()  # once per process; later calls return at once
         self.wp_device = wp.device_from_torch(self.device)
         self.may_terminate = type(family).terminated is not MujocoTaskFamily.terminated
@@ -119,6 +123,9 @@ class WarpBatch(DeviceBatchStepper):
         m, d, mjw, fam = self.model, self.data, self.mjw, self.family
         for _ in range(fam.frame_skip):
             mjw.step(m, d)
+        if fam.needs_contact_forces:
+            # As the host path's mj_rnePostConstraint after each env step: cfrc_ext current.
+            mjw.rne_postconstraint(m, d)
         if fam.needs_subtree_state:
             self._subtree_state()
 
@@ -174,6 +181,11 @@ class WarpBatch(DeviceBatchStepper):
             mjw.forward(m, d)
             if self.family.needs_subtree_state:
                 mjw.subtree_vel(m, d)
+            if self.family.needs_contact_forces:
+                # The host path computes cfrc_ext after steps only (as Gymnasium does): zero
+                # in an episode's first observation.
+                cfrc = self._state["cfrc_ext"]
+                cfrc.masked_fill_(mask[:, None, None], 0.0)
         return self.family.observe(self._state)
 
     def advance(self, controls: torch.Tensor) -> None:

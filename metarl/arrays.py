@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["copy", "is_tensor", "namespace"]
+__all__ = ["constant", "copy", "is_tensor", "namespace"]
 
 
 def is_tensor(x: Any) -> bool:
@@ -37,3 +37,12 @@ def namespace(*arrays: Any) -> ModuleType:
 def copy(x: Any) -> Any:
     """A copy of ``x`` that no later write to ``x`` changes."""
     return x.clone() if is_tensor(x) else x.copy()
+
+
+def constant(value: Any, like: Any) -> Any:
+    """``value`` (a number or numpy array) as an array of ``like``'s kind: a tensor of its dtype
+    on its device for a torch ``like``, else ``value`` unchanged (so the host path computes
+    with the value itself)."""
+    if is_tensor(like):
+        return sys.modules["torch"].as_tensor(value, dtype=like.dtype, device=like.device)
+    return value
