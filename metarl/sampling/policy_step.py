@@ -341,7 +341,9 @@ def _with_params(policy: nn.Module, values: Mapping[str, Array]) -> nn.Module:
     module = copy.deepcopy(policy)
     with torch.no_grad():
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            tensor.copy_(torch.from_numpy(np.ascontiguousarray(values[name])))
+            # A writable copy: the values may be read-only views (shared memory, broadcasts),
+            # which torch.from_numpy warns about.
+            tensor.copy_(torch.from_numpy(np.array(values[name], copy=True)))
     return module.requires_grad_(False)
 
 
