@@ -153,9 +153,21 @@ CELLS: dict[str, Cell] = {
             "default",
             budget=POINT_BUDGET,
             flags=("--ent-coef", "0"),
-            group="Point2DNav ablation: RL^2-PPO's entropy bonus, 8M env steps",
+            group="Point2DNav ablation: RL^2-PPO's exploration noise, 8M env steps",
             note="point2d-rl2-ppo without the entropy bonus, whose std ran away on clipped "
             "actions in two of three seeds (see the findings)",
+        ),
+        Cell(
+            "point2d-rl2-ppo-ent0-std",
+            "rl2-ppo",
+            "Point2DNav",
+            "maml-rllab",
+            "default",
+            budget=POINT_BUDGET,
+            flags=("--ent-coef", "0", "--min-std", "0.1"),
+            group="Point2DNav ablation: RL^2-PPO's exploration noise, 8M env steps",
+            note="point2d-rl2-ppo-ent0 with the std kept at 0.1 or more, where without the "
+            "floor it collapsed to 0.04 and training broke down (see the findings)",
         ),
         Cell(
             "point2d-rl2-ppo",
