@@ -163,7 +163,8 @@ class RunArgs:
     """Continue the run in this folder from its latest checkpoint."""
     backend: Literal["inline", "processes", "ray", "warp"] = "inline"
     """Sampler backend: inline (this process), processes, ray, or warp (MuJoCo Warp on the
-    device; HalfCheetahVel and HalfCheetahDir, pip install 'metarl[warp]')."""
+    device; the HalfCheetah and Ant goal and direction families, pip install
+    'metarl[warp]')."""
     num_workers: int = 1
     """Worker processes or Ray actors (processes/ray backends)."""
     torch_threads: int = 1
