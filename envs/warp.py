@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from types import ModuleType
@@ -42,6 +43,8 @@ def require_mujoco_warp() -> tuple[ModuleType, ModuleType]:
     """
     try:
         wp = importlib.import_module("warp")
+        if wp.config.log_level == logging.INFO:  # Warp's default: a line per kernel module
+            wp.config.log_level = logging.WARNING
         mjw = importlib.import_module("mujoco_warp")
     except ImportError as exc:
         raise ImportError(

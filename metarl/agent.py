@@ -244,12 +244,13 @@ class MetaAgent(ABC):
         )
         for _, batch in stages:
             assert batch is not None
-            means = batch.returns.reshape(len(tasks), episodes_per_step).mean(1).numpy()
+            # .cpu(): a device backend's batch lives on its device.
+            means = batch.returns.reshape(len(tasks), episodes_per_step).mean(1).cpu().numpy()
             diverged |= ~np.isfinite(means)
             curve.append(np.where(diverged, np.nan, means))
             rates = success_rates(batch)
             if rates is not None:
-                rate = rates[:, 0].reshape(len(tasks), episodes_per_step).mean(1).numpy()
+                rate = rates[:, 0].reshape(len(tasks), episodes_per_step).mean(1).cpu().numpy()
                 success.append(np.where(diverged, np.nan, rate))
         out = {"return": np.stack(curve).astype(np.float64)}
         if success:

@@ -468,7 +468,11 @@ def _eval_parser() -> argparse.ArgumentParser:
         "several runs: eval-NAME.png beside the first run folder)",
     )
     parser.add_argument(
-        "--backend", default="inline", choices=["inline", "processes", "ray"], help="sampler"
+        "--backend",
+        default="inline",
+        choices=["inline", "processes", "ray", "warp"],
+        help="the agent's sampler (warp: MuJoCo Warp, on a CUDA device where torch finds one; "
+        "its files are named backend=warp)",
     )
     parser.add_argument(
         "--num-workers", type=int, default=1, help="worker processes or Ray actors (default 1)"
@@ -536,7 +540,7 @@ def _eval_with(args: argparse.Namespace) -> int:
     # Everything that can fail is checked before the first (long) evaluation starts.
     jobs = []
     for path in args.runs:
-        run = load_run(path, checkpoint=args.checkpoint)
+        run = load_run(path, checkpoint=args.checkpoint, device=_eval_device(args.backend))
         protocol = make_protocol(
             args.protocol,
             run.family.name,
@@ -557,6 +561,7 @@ def _eval_with(args: argparse.Namespace) -> int:
             iteration=None if args.checkpoint is None else run.iteration,
             baseline_tasks=baseline_tasks,
             baseline_episodes=args.baseline_episodes,
+            backend=args.backend,
         )
         jobs.append((run, protocol, name))
     figure = args.figure
@@ -591,6 +596,16 @@ def _eval_with(args: argparse.Namespace) -> int:
     if figure is not None:
         print(f"figure: {plot_adaptation(results, figure)}")
     return 0
+
+
+def _eval_device(backend: str) -> str:
+    """Where ``metarl eval`` puts the agent: the warp backend simulates on the policy's device,
+    a CUDA device where torch finds one; the host backends sample on CPU workers."""
+    if backend == "warp":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu"
 
 
 def _render_parser() -> argparse.ArgumentParser:

@@ -156,6 +156,7 @@ def eval_name(
     iteration: int | None = None,
     baseline_tasks: int = BASELINE_TASKS,
     baseline_episodes: int = BASELINE_EPISODES,
+    backend: str = "inline",
 ) -> str:
     """The name of an evaluation's files: the protocol's name (preset and overrides), then
     the other settings that differ from ``metarl eval``'s defaults.
@@ -166,8 +167,13 @@ def eval_name(
             None for the run's latest checkpoint.
         baseline_tasks: tasks of the SB3 baseline (0: none, ``no-baseline``).
         baseline_episodes: episodes per baseline evaluation (named only with a baseline).
+        backend: the agent's sampler. The host backends (inline, processes, ray) give the
+            same numbers and share a name; ``warp`` simulates otherwise (float32, and the
+            Ant's contacts: see ``docs/training.md``) and is named (``backend=warp``).
     """
     extra: dict[str, Any] = {}
+    if backend == "warp":
+        extra["backend"] = "warp"
     if iteration is not None:
         extra["iteration"] = int(iteration)
     if baseline_tasks == 0:

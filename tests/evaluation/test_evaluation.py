@@ -296,6 +296,8 @@ def test_eval_names_say_every_setting_that_differs_from_the_defaults() -> None:
     assert eval_name(quick) == "quick"  # the default eval keeps its file names
     assert eval_name(make_protocol("paper", "AntDir")) == "paper"
     assert eval_name(quick, iteration=50) == "quick_iteration=50"
+    assert eval_name(quick, backend="processes") == "quick"  # the host backends agree
+    assert eval_name(quick, backend="warp") == "quick_backend=warp"
     assert eval_name(quick, baseline_tasks=0, baseline_episodes=9) == "quick_no-baseline"
     assert eval_name(quick, baseline_tasks=2, baseline_episodes=9) == (
         "quick_baseline-tasks=2_baseline-episodes=9"

@@ -412,3 +412,19 @@ def test_a_diverged_policy_is_marked_as_the_inline_backend_marks_it() -> None:
         assert torch.equal(device.tensors()[key], host.tensors()[key]), key
     assert torch.equal(device.returns.isnan(), host.returns.isnan())
     torch.testing.assert_close(device.last_obs[2:], host.last_obs[2:], rtol=0, atol=1e-6)
+
+
+def test_a_run_trained_on_warp_is_evaluated_there(tmp_path: Any) -> None:
+    from metarl.cli import main
+
+    run = tmp_path / "run"
+    train = ["train", "maml-trpo", "--env", "HalfCheetahDir", "--preset", "quick"]
+    train += ["--iterations", "1", "--horizon", "5", "--backend", "warp", "--run-dir", str(run)]
+    assert main([*train, "--no-progress"]) == 0
+    eval_args = ["eval", str(run), "--protocol", "quick", "--num-tasks", "2", "--seeds", "0"]
+    eval_args += ["--no-baseline", "--no-progress"]
+    assert main([*eval_args, "--backend", "warp"]) == 0
+    assert main(eval_args) == 0  # the C MuJoCo path: its own files beside the warp ones
+    warp_eval = run / "eval" / "quick_num-tasks=2_seeds=0_backend=warp_no-baseline.json"
+    host_eval = run / "eval" / "quick_num-tasks=2_seeds=0_no-baseline.json"
+    assert warp_eval.is_file() and host_eval.is_file()
