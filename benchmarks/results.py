@@ -1008,6 +1008,7 @@ def report(results: Path = RESULTS, docs: Path = DOCS, readme: Path | None = Non
         "unfinished seeds are listed under their cell and left out of its mean.",
         "",
     ]
+    written: set[Path] = set()
     for title, cells in groups.items():
         stem = figures / f"results-{_slug(title)}"
         lines += [f"## {title}", ""]
@@ -1015,12 +1016,16 @@ def report(results: Path = RESULTS, docs: Path = DOCS, readme: Path | None = Non
             lines += _cell_section(cell, seeds)
         if any(seeds for _, seeds in cells):
             _plot_group(title, cells, stem)
+            written |= {Path(f"{stem}-learning.png"), Path(f"{stem}-adaptation.png")}
             rel = os.path.relpath(stem, docs)
             lines += [
                 f"![learning curves]({rel}-learning.png)",
                 f"![adaptation curves]({rel}-adaptation.png)",
                 "",
             ]
+    # The report owns docs/figures/results-*.png: a figure of a heading that is gone goes too.
+    for stale in set(figures.glob("results-*.png")) - written:
+        stale.unlink()
     if readme is not None:
         _update_readme(readme, [c for cells in groups.values() for c in cells], docs)
     findings = results / "findings.md"

@@ -256,7 +256,14 @@ def test_report_tables_figures_published_and_missing_seeds(tmp_path: Path) -> No
     _fixture_seed(results / "fixture" / "seed-0", 0, [-40.0, -12.0, -5.0, -4.0], "complete")
     _fixture_seed(results / "fixture" / "seed-1", 1, [-38.0, -10.0, -3.0, -2.0], "complete")
     _fixture_seed(results / "fixture" / "seed-5", 5, [], "unfinished")
+    # A figure of a heading the report no longer has goes; other files stay.
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    stale = tmp_path / "docs" / "figures" / "results-renamed-group-learning.png"
+    stale.write_bytes(b"old")
+    other = tmp_path / "docs" / "figures" / "demo.png"
+    other.write_bytes(b"kept")
     out = R.report(results, tmp_path / "docs")
+    assert not stale.exists() and other.read_bytes() == b"kept"
     text = out.read_text()
     assert "## Fixture group" in text
     # Mean over the two seeds and its Student-t interval (one degree of freedom).
