@@ -840,7 +840,8 @@ def _cell_section(cell: Cell, seeds: dict[int, SeedResult]) -> list[str]:
         "",
         f"Training: {', '.join(map(str, iters))} iterations, {_steps(float(steps))} env steps and "
         f"{_hours(float(wall))} per seed (mean), one torch thread on {'; '.join(machines)}. "
-        f"Meta-test: protocol `{protocol['name']}`, {protocol['num_tasks']} held-out tasks, "
+        f"Meta-test: protocol {_protocol_label(str(protocol['name']))}, "
+        f"{protocol['num_tasks']} held-out tasks, "
         f"{protocol['episodes_per_step']} episodes per "
         + ("trial" if recurrent else "step")
         + ("" if cell.algo != "maml-trpo" or sizes is None else f", step sizes {sizes}")
@@ -978,6 +979,15 @@ def _update_readme(
 def _slug(text: str) -> str:
     keep = "".join(c.lower() if c.isalnum() else "-" for c in text.split("(")[0].strip())
     return "-".join(p for p in keep.split("-") if p)
+
+
+def _protocol_label(name: str) -> str:
+    """An eval's name as the report prints it: ``paper_num-tasks=20_seeds=0`` reads
+    ``paper`` (in backticks) then ``(changed: num-tasks 20, seeds 0)``."""
+    base, _, changed = name.partition("_")
+    if not changed:
+        return f"`{base}`"
+    return f"`{base}` (changed: {changed.replace('_', ', ').replace('=', ' ')})"
 
 
 def report(results: Path = RESULTS, docs: Path = DOCS, readme: Path | None = None) -> Path:
