@@ -102,16 +102,21 @@ def test_one_step_from_the_same_state_agrees_with_c_mujoco(name: str, variant: s
         )
 
 
+def _start_together(host: Any, device: Any, n: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Reset both paths to the same initial states (column rngs of seed 3): their first
+    observations."""
+    _, host_rngs = column_rngs(3, range(n))
+    _, device_rngs = column_rngs(3, range(n))
+    host_obs = host.reset(host_rngs)
+    starts = device.initial_states(device_rngs, 1)
+    everyone = torch.ones(n, dtype=torch.bool)
+    return host_obs, device.reset({k: v[:, 0] for k, v in starts.items()}, everyone)
+
+
 @pytest.mark.parametrize("variant", PHYSICS)
 def test_a_trajectory_agrees_with_c_mujoco_until_chaos_sets_in(variant: str) -> None:
     family, host, device = _pair("HalfCheetahVel", variant)
-    _, host_rngs = column_rngs(3, range(NUM_WORLDS))
-    _, device_rngs = column_rngs(3, range(NUM_WORLDS))
-    host_obs = host.reset(host_rngs)
-    starts = device.initial_states(device_rngs, 1)
-    device_obs = device.reset(
-        {k: v[:, 0] for k, v in starts.items()}, torch.ones(NUM_WORLDS, dtype=torch.bool)
-    )
+    host_obs, device_obs = _start_together(host, device, NUM_WORLDS)
     # The same initial state, rounded to float32 (the rllab centre of mass recomputed from it).
     assert _rel(host_obs, device_obs) <= 1e-6
     act_rng = np.random.default_rng(1)
@@ -137,13 +142,7 @@ def _ant_pair(cone: int | None, n: int = NUM_WORLDS) -> tuple[MujocoTaskFamily, 
     with pytest.warns(UserWarning, match="orients the friction directions"):
         device = family.make_device_batch(n, CPU)
     device.set_tasks(tasks)
-    _, host_rngs = column_rngs(3, range(n))
-    _, device_rngs = column_rngs(3, range(n))
-    host_obs = host.reset(host_rngs)
-    starts = device.initial_states(device_rngs, 1)
-    device_obs = device.reset(
-        {k: v[:, 0] for k, v in starts.items()}, torch.ones(n, dtype=torch.bool)
-    )
+    host_obs, device_obs = _start_together(host, device, n)
     assert _rel(host_obs, device_obs) <= 1e-6
     # Gymnasium's first observation has no contact forces (mj_rnePostConstraint runs after
     # steps only); the device's has none either.
