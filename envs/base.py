@@ -135,6 +135,9 @@ class MujocoTaskFamily(TaskFamily):
     needs_subtree_state: bool = False
     per_task_model: ClassVar[bool] = False
     device_functions: ClassVar[bool] = False
+    per_task_fields: ClassVar[tuple[str, ...]] = ()
+    """With :attr:`per_task_model`: the model fields :meth:`configure_model` may change, which
+    a device backend batches over its worlds (one value per world)."""
     device_physics_note: ClassVar[str | None] = None
     """Where MuJoCo Warp's physics of this family is known to differ from C MuJoCo's beyond
     float32 rounding; the warp backend warns with it when it builds the family's worlds."""
@@ -209,18 +212,16 @@ class MujocoTaskFamily(TaskFamily):
         """
         if backend != "warp":
             raise ValueError(f"{self.name}: unknown device backend {backend!r}; the one is 'warp'")
-        if self.per_task_model:
+        if self.per_task_model and not self.per_task_fields:
             raise ValueError(
-                f"{self.name} changes the model per task, which the warp backend does not "
-                "support yet (it needs per-world model parameters); use --backend inline, "
-                "processes or ray"
+                f"{self.name} changes the model per task without naming the fields it changes "
+                "(per_task_fields), which the warp backend needs to give each world its own; "
+                "use --backend inline, processes or ray"
             )
         if not self.device_functions:
             raise ValueError(
                 f"{self.name} is not supported on the warp backend yet (its observation and "
-                "reward functions are numpy-only); it runs HalfCheetahVel, HalfCheetahDir, AntDir, "
-                "AntVel and AntGoal; "
-                "use --backend inline, processes or ray"
+                "reward functions are numpy-only); use --backend inline, processes or ray"
             )
         from metarl.envs.warp import require_mujoco_warp
 
@@ -261,7 +262,7 @@ class MujocoBatch(BatchStepper):
         super().__init__(family, num_envs)
         base = family.model
         if family.per_task_model:
-            self.models = [_copy_model(base) for _ in range(self.num_envs)]
+            self.models = [copy_model(base) for _ in range(self.num_envs)]
         else:
             self.models = [base] * self.num_envs
         self.datas = [mujoco.MjData(m) for m in self.models]
@@ -370,7 +371,7 @@ class MujocoBatch(BatchStepper):
             self._renderer = None
 
 
-def _copy_model(model: mujoco.MjModel) -> mujoco.MjModel:
+def copy_model(model: mujoco.MjModel) -> mujoco.MjModel:
     import copy
 
     return copy.copy(model)

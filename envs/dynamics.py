@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
+from metarl.arrays import copy, namespace
 from metarl.envs.base import Array, MujocoTaskFamily, ParamSpec, Variant
 from metarl.envs.robots import HalfCheetahRobot, HopperRobot, Walker2dRobot
 from metarl.tasks import Task
@@ -75,7 +76,17 @@ class _DynamicsParams(MujocoTaskFamily):
     default_variant: ClassVar[str] = "pearl"
     variants: ClassVar[dict[str, Variant]] = {"pearl": Variant(horizon=200, source=_SOURCE)}
     per_task_model: ClassVar[bool] = True
-    device_functions: ClassVar[bool] = False  # reward_terms below is numpy-only
+    device_functions: ClassVar[bool] = True
+    per_task_fields: ClassVar[tuple[str, ...]] = (
+        *(field for field, _ in _SCALED_FIELDS.values()),
+        # What mj_setConst derives from them (and MuJoCo Warp reads; its model has no dof_M0).
+        "body_subtreemass",
+        "body_invweight0",
+        "dof_invweight0",
+        "actuator_acc0",
+    )
+    """The model fields :meth:`configure_model` changes: the warp backend gives each world its
+    own values of these (MuJoCo Warp batches model fields over worlds)."""
 
     def param_specs(self) -> dict[str, ParamSpec]:
         specs = {}
@@ -134,13 +145,14 @@ class _DynamicsParams(MujocoTaskFamily):
         action: Array,
         params: dict[str, Array],
     ) -> tuple[dict[str, Array], dict[str, Array]]:
+        xp = namespace(action)
         v_x = (state["qpos"][:, 0] - before["qpos"][:, 0]) / self.dt
         terms = {
             "reward_forward": v_x,
-            "reward_survive": np.full(v_x.shape, SURVIVE_REWARD),
-            "reward_ctrl": -CTRL_COST_WEIGHT * np.sum(np.square(action), axis=1),
+            "reward_survive": xp.full_like(v_x, SURVIVE_REWARD),
+            "reward_ctrl": -CTRL_COST_WEIGHT * xp.sum(xp.square(action), axis=1),
         }
-        return terms, {"x_velocity": v_x, "x_position": state["qpos"][:, 0].copy()}
+        return terms, {"x_velocity": v_x, "x_position": copy(state["qpos"][:, 0])}
 
 
 class HalfCheetahParams(_DynamicsParams, HalfCheetahRobot):

@@ -75,6 +75,7 @@ class _PlanarLeggedRobot(MujocoTaskFamily):
     """
 
     frame_skip: int = 4
+    device_functions: ClassVar[bool] = True
     camera_distance: ClassVar[float] = 4.0
     reset_noise_scale: ClassVar[float] = 5e-3
     healthy_z_range: ClassVar[tuple[float, float]]
@@ -88,7 +89,8 @@ class _PlanarLeggedRobot(MujocoTaskFamily):
         return qpos, qvel
 
     def observe(self, state: dict[str, Array]) -> Array:
-        return np.concatenate([state["qpos"][:, 1:], np.clip(state["qvel"], -10.0, 10.0)], axis=1)
+        xp = namespace(state["qpos"])
+        return xp.concatenate([state["qpos"][:, 1:], xp.clip(state["qvel"], -10.0, 10.0)], axis=1)
 
     def x_velocity(self, before: dict[str, Array], state: dict[str, Array]) -> Array:
         """Forward velocity of the root over the env step, ``[n]`` (m/s)."""
@@ -120,9 +122,10 @@ class HopperRobot(_PlanarLeggedRobot):
 
     def healthy(self, state: dict[str, Array]) -> Array:
         # v5: state_vector()[2:] is (qpos[2:], qvel); NaN fails every comparison (unhealthy).
-        rest = np.concatenate([state["qpos"][:, 2:], state["qvel"]], axis=1)
+        xp = namespace(state["qpos"])
+        rest = xp.concatenate([state["qpos"][:, 2:], state["qvel"]], axis=1)
         low, high = self.healthy_state_range
-        healthy_state = np.all((low < rest) & (rest < high), axis=1)
+        healthy_state = xp.all((low < rest) & (rest < high), axis=1)
         return healthy_state & self._healthy_z_angle(state)
 
 

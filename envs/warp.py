@@ -4,7 +4,10 @@
 model, ``frame_skip`` and gathered fields, and the family's own ``observe``, ``reward_terms``
 and ``terminated`` (written with :func:`metarl.arrays.namespace`), here evaluated on torch
 tensors that view MuJoCo Warp's arrays (``warp.to_torch``, no copy). Its simulation is
-float32 where C MuJoCo's is float64; ``tests/warp/`` states how far the two agree.
+float32 where C MuJoCo's is float64; ``tests/warp/`` states how far the two agree. A family
+whose model changes per task (``per_task_model``) names the fields it changes
+(``per_task_fields``); each world gets its own values of those, computed on the host by the
+family's ``configure_model`` once per task.
 
 MuJoCo Warp (``pip install 'metarl[warp]'``, Python >= 3.11) runs on NVIDIA GPUs and, for
 development and tests, on the CPU. Its kernels compile on first use (about 35 s for
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from metarl.arrays import copy
-from metarl.envs.base import MujocoTaskFamily
+from metarl.envs.base import MujocoTaskFamily, copy_model
 from metarl.family import DeviceBatchStepper, DeviceStep
 
 __all__ = ["INSTALL_HINT", "WarpBatch", "require_mujoco_warp"]
@@ -98,8 +101,45 @@ class WarpBatch(DeviceBatchStepper):
             self.data = mjw.make_data(family.model, nworld=self.num_envs)
         self._state = {name: wp.to_torch(getattr(self.data, name)) for name in family.gather}
         self._ctrl = wp.to_torch(self.data.ctrl)
+        # A family whose model changes per task: each world gets its own values of the fields
+        # it changes (MuJoCo Warp indexes a model field by world modulo its first dimension),
+        # allocated once so that a captured CUDA graph keeps seeing the same arrays.
+        self._world_fields: dict[str, torch.Tensor] = {}
+        self._configured: dict[Any, dict[str, np.ndarray]] = {}
+        if family.per_task_model:
+            with wp.ScopedDevice(self.wp_device):
+                for name in family.per_task_fields:
+                    shared = getattr(self.model, name)
+                    batched = wp.zeros((self.num_envs, *shared.shape[1:]), dtype=shared.dtype)
+                    setattr(self.model, name, batched)
+                    self._world_fields[name] = wp.to_torch(batched)
+            self._configure_worlds()
         self._use_graph = bool(cuda_graph) and self.device.type == "cuda"
         self._graph: Any = None
+
+    def set_tasks(self, tasks: Sequence[Any]) -> None:
+        super().set_tasks(tasks)
+        if self._world_fields:
+            self._configure_worlds()
+
+    def _task_fields(self, task: Any) -> dict[str, np.ndarray]:
+        """The per-task fields of the host model configured for ``task`` (kept per task: a
+        batch repeats each task over its episodes, and meta-training over iterations)."""
+        if task not in self._configured:
+            fam = self.family
+            model = copy_model(fam.model)
+            fam.configure_model(model, task)
+            values = {name: np.array(getattr(model, name)) for name in fam.per_task_fields}
+            if len(self._configured) >= 4096:  # bounded: a long run draws new tasks
+                self._configured.clear()
+            self._configured[task] = values
+        return self._configured[task]
+
+    def _configure_worlds(self) -> None:
+        per_world = [self._task_fields(task) for task in self._tasks]
+        for name, view in self._world_fields.items():
+            values = np.stack([fields[name] for fields in per_world]).astype(np.float32)
+            view.copy_(torch.from_numpy(values).reshape(view.shape))
 
     # -- running on the device -----------------------------------------------------------------
     @contextlib.contextmanager

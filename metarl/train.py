@@ -163,8 +163,7 @@ class RunArgs:
     """Continue the run in this folder from its latest checkpoint."""
     backend: Literal["inline", "processes", "ray", "warp"] = "inline"
     """Sampler backend: inline (this process), processes, ray, or warp (MuJoCo Warp on the
-    device; the HalfCheetah and Ant goal and direction families, pip install
-    'metarl[warp]')."""
+    device; every MuJoCo family but HumanoidDir, pip install 'metarl[warp]')."""
     num_workers: int = 1
     """Worker processes or Ray actors (processes/ray backends)."""
     torch_threads: int = 1

@@ -17,9 +17,16 @@ def _policy(family_name: str) -> GaussianMLPPolicy:
     return GaussianMLPPolicy(family.observation_space.shape[0], family.action_space.shape[0])
 
 
-def test_a_dynamics_family_needs_per_world_model_parameters() -> None:
-    with pytest.raises(ValueError, match=r"^HalfCheetahParams changes the model per task.*warp"):
-        make_sampler("HalfCheetahParams", _policy("HalfCheetahParams"), "warp")
+def test_a_model_per_task_needs_the_fields_it_changes_named() -> None:
+    from metarl.envs.dynamics import HalfCheetahParams
+
+    class Unnamed(HalfCheetahParams):
+        name = "UnnamedParams-test"
+        per_task_fields = ()
+
+    family = Unnamed()
+    with pytest.raises(ValueError, match=r"^UnnamedParams-test changes the model per task with"):
+        make_sampler(family, _policy("HalfCheetahParams"), "warp")
 
 
 @pytest.mark.parametrize("name", ["HumanoidDir"])

@@ -15,7 +15,16 @@ from metarl.registry import make_family
 
 FAMILIES = [
     (name, variant)
-    for name in ("HalfCheetahVel", "HalfCheetahDir", "AntDir", "AntVel", "AntGoal")
+    for name in (
+        "HalfCheetahVel",
+        "HalfCheetahDir",
+        "AntDir",
+        "AntVel",
+        "AntGoal",
+        "HalfCheetahParams",
+        "HopperParams",
+        "Walker2dParams",
+    )
     for variant in make_family(name).variants
 ]
 
@@ -101,7 +110,6 @@ def test_host_results_stay_numpy() -> None:
 
 
 def test_only_families_with_shared_functions_claim_a_device() -> None:
-    for name in ("HalfCheetahVel", "HalfCheetahDir", "AntDir", "AntVel", "AntGoal"):
+    for name, _ in FAMILIES:
         assert make_family(name).device_functions, name
-    for name in ("HumanoidDir", "HalfCheetahParams", "HopperParams", "Walker2dParams"):
-        assert not make_family(name).device_functions, name
+    assert not make_family("HumanoidDir").device_functions
