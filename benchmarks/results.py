@@ -955,6 +955,15 @@ def summary_table(cells: list[tuple[Cell, dict[int, SeedResult]]]) -> list[str]:
         values = [f.step_values() or [] for f in finished]
         k = min(len(v) for v in values)
         means = " / ".join(f"{np.mean([v[s] for v in values]):.1f}" for s in range(k))
+        rates = [f.success_values() for f in finished]
+        if all(r is not None for r in rates):  # Meta-World: its headline metric too
+            r = [x for x in rates if x is not None]
+            n = min(len(x) for x in r)
+            means += (
+                " (success "
+                + " / ".join(f"{np.mean([x[s] for x in r]):.2f}" for s in range(n))
+                + ")"
+            )
         ref = _published(cell, finished[0])
         published = " / ".join(f"{x:.1f}" for x in ref["returns"][:k]) if ref else ""
         steps = _steps(float(np.mean([f.record.get("env_steps", 0) for f in finished])))

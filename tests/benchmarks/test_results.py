@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,8 +193,15 @@ def test_a_killed_seed_resumes_to_the_same_result(tmp_path: Path) -> None:
 # -- report --------------------------------------------------------------------------------------
 
 
-def _fixture_seed(folder: Path, seed: int, step_values: list[float], status: str) -> None:
-    """A seed's result files as ``run`` writes them, with chosen meta-test returns."""
+def _fixture_seed(
+    folder: Path,
+    seed: int,
+    step_values: list[float],
+    status: str,
+    success: list[float] | None = None,
+) -> None:
+    """A seed's result files as ``run`` writes them, with chosen meta-test returns (and, for
+    an env that reports one, success rates)."""
     folder.mkdir(parents=True)
     iterations = 4
     with (folder / "metrics.csv").open("w", newline="") as f:
@@ -247,6 +255,7 @@ def _fixture_seed(folder: Path, seed: int, step_values: list[float], status: str
         returns=returns,
         steps_per_step=2000,
         reference=reference,
+        success=None if success is None else np.array([[[v, v] for v in success]]),
     )
     (folder / "eval.json").write_text(json.dumps(result.to_json()))
 
@@ -299,6 +308,18 @@ def test_report_rewrites_the_readme_table(tmp_path: Path) -> None:
     assert "old" not in text and text.endswith("<!-- results:end -->\n\nafter\n")
     row = "| `fixture` | maml-trpo | Point2DNav (maml-rllab) | 4.0k | 2 "
     assert row + "| -39.0 / -11.0 / -4.0 / -3.0 | -40.4 / -11.7 / -3.3 / -3.2 |" in text
+    # An env that reports success (Meta-World): its rates beside the returns.
+    _fixture_seed(
+        results / "fixture" / "seed-2", 2, [-40.0, -12.0, -5.0, -4.0], "complete", [0.5] * 4
+    )
+    R.report(results, tmp_path / "docs", readme)
+    assert "| 3 | -39.3 / -11.3 / -4.3 / -3.3 |" in readme.read_text()  # not every seed has it
+    for path in (results / "fixture").glob("seed-[01]"):
+        shutil.rmtree(path)
+    R.report(results, tmp_path / "docs", readme)
+    assert "| -40.0 / -12.0 / -5.0 / -4.0 (success 0.50 / 0.50 / 0.50 / 0.50) |" in (
+        readme.read_text()
+    )
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="results:begin"):
         R.report(results, tmp_path / "docs", readme)
