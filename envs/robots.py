@@ -156,13 +156,14 @@ class AntRobot(MujocoTaskFamily):
     needs_contact_forces: ClassVar[bool] = True
     device_functions: ClassVar[bool] = True
     device_physics_note: ClassVar[str | None] = (
-        "MuJoCo Warp 4.0 orients the friction directions of a leg's contact with the floor "
-        "differently from C MuJoCo (C MuJoCo aligns them with the capsule, MuJoCo Warp takes a "
-        "fixed frame), which turns the Ant's pyramidal friction cone, so its contact forces "
-        "and trajectories differ from the C MuJoCo backends' once two legs touch the floor; "
-        "compare returns within one backend (docs/training.md)"
+        "MuJoCo Warp 4.0 orients the friction directions of some of a leg's contacts with the "
+        "floor differently from C MuJoCo (C MuJoCo aligns them with the capsule, MuJoCo Warp "
+        "may take a fixed frame), which turns the Ant's pyramidal friction cone, so its contact "
+        "forces and trajectories differ from the C MuJoCo backends' once two legs touch the "
+        "floor; compare returns within one backend (docs/training.md)"
     )
-    """Measured from one and the same state with two legs on the floor: the C MuJoCo solvers
+    """``benchmarks/warp_contact_frames.py`` shows it. Measured from one and the same state
+    with two legs on the floor: the C MuJoCo solvers
     (PGS, CG, Newton) agree with each other on ``qacc``, MuJoCo Warp's CG and Newton with each
     other, and the two sides differ by up to 2.8 (relative) on the same constraint rows with
     other contact frames; with the elliptic cone (rotation-invariant) or frictionless contacts

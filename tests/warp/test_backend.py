@@ -471,3 +471,22 @@ def test_a_run_trained_on_warp_is_evaluated_there(tmp_path: Any) -> None:
     warp_eval = run / "eval" / "quick_num-tasks=2_seeds=0_backend=warp_no-baseline.json"
     host_eval = run / "eval" / "quick_num-tasks=2_seeds=0_no-baseline.json"
     assert warp_eval.is_file() and host_eval.is_file()
+
+
+def test_the_contact_frame_diagnostic_compares_both_cones() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "warp_contact_frames.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--states", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("state 0")]
+    assert [("pyramidal" in r, "elliptic" in r) for r in rows] == [(True, False), (False, True)]
+    elliptic = float(rows[1].split("difference ")[1].split(";")[0])
+    assert elliptic < 1e-3  # the frame-independent cone agrees with C MuJoCo
