@@ -88,9 +88,12 @@ class WarpBatch(DeviceBatchStepper):
         super().__init__(family, num_envs, device)
         self.wp, self.mjw = require_mujoco_warp()
         wp, mjw = self.wp, self.mjw
-        note = getattr(family, "device_physics_note", None)
-        if note:
-            warnings.warn(f"{family.name} on MuJoCo Warp: {note}", UserWarning, stacklevel=2)
+        if family.device_physics_note:
+            warnings.warn(
+                f"{family.name} on MuJoCo Warp: {family.device_physics_note}",
+                UserWarning,
+                stacklevel=2,
+            )
         wp.init()  # once per process; later calls return at once
         self.wp_device = wp.device_from_torch(self.device)
         self.may_terminate = type(family).terminated is not MujocoTaskFamily.terminated

@@ -598,14 +598,13 @@ def _eval_with(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_device(backend: str) -> str:
+def _eval_device(backend: str) -> Any:
     """Where ``metarl eval`` puts the agent: the warp backend simulates on the policy's device,
-    a CUDA device where torch finds one; the host backends sample on CPU workers."""
-    if backend == "warp":
-        import torch
+    a CUDA device where torch finds one (as ``--device auto``); the host backends sample on
+    CPU workers."""
+    from metarl.runs import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cpu"
+    return resolve_device("auto" if backend == "warp" else "cpu")
 
 
 def _render_parser() -> argparse.ArgumentParser:
