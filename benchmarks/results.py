@@ -942,7 +942,10 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def summary_table(cells: list[tuple[Cell, dict[int, SeedResult]]]) -> list[str]:
-    """One row per cell with finished seeds: the mean over seeds after each step."""
+    """One row per cell with finished seeds: the mean over seeds after each step.
+
+    Ablations (cells whose group names itself one) are left to docs/results.md: the README's
+    table is the short summary of the main cells."""
     lines = [
         "| cell | agent | family (variant) | env steps / seed | seeds | mean return after 0, 1, "
         "2, 3 steps (RL^2: episodes 1-4) | published MAML-TRPO |",
@@ -950,7 +953,7 @@ def summary_table(cells: list[tuple[Cell, dict[int, SeedResult]]]) -> list[str]:
     ]
     for cell, seeds in cells:
         finished = [s for s in seeds.values() if s.status == "complete" and s.eval is not None]
-        if not finished:
+        if not finished or "ablation" in cell.group.lower():
             continue
         values = [f.step_values() or [] for f in finished]
         k = min(len(v) for v in values)

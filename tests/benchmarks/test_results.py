@@ -320,6 +320,14 @@ def test_report_rewrites_the_readme_table(tmp_path: Path) -> None:
     assert "| -40.0 / -12.0 / -5.0 / -4.0 (success 0.50 / 0.50 / 0.50 / 0.50) |" in (
         readme.read_text()
     )
+    # An ablation is reported in docs/results.md only.
+    record_path = results / "fixture" / "seed-2" / "run.json"
+    record = json.loads(record_path.read_text())
+    record["group"] = "Fixture ablation: the baseline"
+    record_path.write_text(json.dumps(record))
+    R.report(results, tmp_path / "docs", readme)
+    assert "`fixture`" not in readme.read_text()
+    assert "`fixture`" in (tmp_path / "docs" / "results.md").read_text()
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="results:begin"):
         R.report(results, tmp_path / "docs", readme)
